@@ -1,0 +1,224 @@
+//! The wire format: request and response bodies, with their OpenAPI schemas.
+//! Domain types never cross the HTTP boundary directly, so the core can change
+//! without changing the API by accident.
+
+use buildpeer_core::model::{Member, Project, Role, User};
+use buildpeer_core::pagination::Page;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The tenant's slug, e.g. `acme`.
+    pub tenant: String,
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// A JWT, valid for `expires_in` seconds.
+    pub access_token: String,
+    /// Opaque; valid once: every refresh returns a new one.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    pub expires_in: i64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleDto {
+    Admin,
+    Supervisor,
+    Empleado,
+    Viewer,
+}
+
+impl From<Role> for RoleDto {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Admin => RoleDto::Admin,
+            Role::Supervisor => RoleDto::Supervisor,
+            Role::Empleado => RoleDto::Empleado,
+            Role::Viewer => RoleDto::Viewer,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserDto {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: RoleDto,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<User> for UserDto {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.as_uuid(),
+            tenant_id: u.tenant_id.as_uuid(),
+            email: u.email,
+            name: u.name,
+            role: u.role.into(),
+            disabled: u.disabled,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub email: String,
+    /// At least 8 characters.
+    pub password: String,
+    pub name: String,
+    /// `admin`, `supervisor`, `empleado` or `viewer`.
+    pub role: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    /// A disabled user can neither log in nor refresh, and its sessions end.
+    pub disabled: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectDto {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub code: Option<String>,
+    pub address: Option<String>,
+    pub created_by: Uuid,
+    pub archived: bool,
+    pub archived_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Project> for ProjectDto {
+    fn from(p: Project) -> Self {
+        Self {
+            id: p.id.as_uuid(),
+            tenant_id: p.tenant_id.as_uuid(),
+            name: p.name,
+            code: p.code,
+            address: p.address,
+            created_by: p.created_by.as_uuid(),
+            archived: p.archived_at.is_some(),
+            archived_at: p.archived_at,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProjectRequest {
+    pub name: String,
+    /// Unique in the tenant, e.g. `OBR-2026-014`.
+    pub code: Option<String>,
+    pub address: Option<String>,
+}
+
+/// Absent fields stay as they are; `null` clears `code` or `address`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProjectRequest {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub code: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub address: Option<Option<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberDto {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: RoleDto,
+    pub added_at: DateTime<Utc>,
+}
+
+impl From<Member> for MemberDto {
+    fn from(m: Member) -> Self {
+        Self {
+            user_id: m.user_id.as_uuid(),
+            email: m.email,
+            name: m.name,
+            role: m.role.into(),
+            added_at: m.added_at,
+        }
+    }
+}
+
+/// Every list answers this envelope, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct ListEnvelope<T> {
+    pub items: Vec<T>,
+    /// Pass as `?cursor=` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> ListEnvelope<T> {
+    pub fn from_page<U>(page: Page<U>) -> Self
+    where
+        T: From<U>,
+    {
+        Self {
+            items: page.items.into_iter().map(T::from).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// 1 to 100; default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectListParams {
+    /// 1 to 100; default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Include archived projects (default false).
+    pub include_archived: Option<bool>,
+}

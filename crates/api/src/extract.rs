@@ -1,0 +1,204 @@
+//! Extractors that turn requests into core inputs and their failures into
+//! problem responses in our own format (axum's rejections are plain text).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use buildpeer_core::Actor;
+use buildpeer_core::error::{CoreError, FieldError, Invalid};
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The largest JSON body we accept. Every JSON request of the API is small;
+/// file bytes never travel through JSON.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// A JSON body: `415` without a JSON content type, `413` over the limit,
+/// `400 malformed_json` when it does not parse, `422 validation_failed` when
+/// it parses but has unknown, missing or mistyped fields.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(JSON_LIMIT)
+            } else {
+                ApiError::MalformedJson(rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::Core(CoreError::Validation(vec![field_error(&path, &inner)]))
+            }
+            _ => ApiError::MalformedJson(inner.to_string()),
+        }
+    })?;
+    // Trailing bytes after the value make the document malformed.
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
+}
+
+/// Names the field a serde data error is about: serde reports unknown and
+/// missing fields at the parent's path, with the name in backticks.
+fn field_error(path: &str, err: &serde_json::Error) -> FieldError {
+    let msg = err.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+    let quoted = msg.split('`').nth(1).map(str::to_owned);
+    let join = |name: String| {
+        if path == "." || path.is_empty() {
+            name
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    let (field, code) = if msg.starts_with("unknown field") {
+        // serde_path_to_error already ends the path with the unknown name.
+        let name = quoted.unwrap_or_default();
+        let field = if path.ends_with(name.as_str()) && path != "." {
+            path.to_owned()
+        } else {
+            join(name)
+        };
+        (field, "unknown_field")
+    } else if msg.starts_with("missing field") {
+        (join(quoted.unwrap_or_default()), "required")
+    } else {
+        let field = if path == "." {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        };
+        (field, "invalid_type")
+    };
+    FieldError::new(field, Invalid::new(code, msg))
+}
+
+/// The authenticated caller, from `Authorization: Bearer <access token>`.
+/// Records `tenant_id` and `user_id` on the request span.
+pub struct Auth(pub Actor);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(CoreError::Unauthorized)?;
+        let actor = state.service.authenticate(token).await?;
+        let span = tracing::Span::current();
+        span.record("tenant_id", tracing::field::display(actor.tenant_id));
+        span.record("user_id", tracing::field::display(actor.user_id));
+        Ok(Auth(actor))
+    }
+}
+
+/// A query string: a bad value is `422 validation_failed`, not axum's 400.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query).map(Query).map_err(|e| {
+            ApiError::Core(CoreError::Validation(vec![FieldError::new(
+                "query",
+                Invalid::new("invalid_query", e.to_string()),
+            )]))
+        })
+    }
+}
+
+/// Parses an id from the path. A malformed id names nothing that exists, so
+/// it is a 404 like any unknown id.
+pub fn parse_id<T: std::str::FromStr>(raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::Core(CoreError::NotFound))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: Option<u32>,
+    }
+
+    fn code(r: Result<Body, ApiError>) -> (&'static str, Vec<String>) {
+        match r {
+            Err(ApiError::MalformedJson(_)) => ("malformed_json", vec![]),
+            Err(ApiError::Core(CoreError::Validation(errs))) => (
+                "validation_failed",
+                errs.into_iter()
+                    .map(|e| format!("{}:{}", e.field, e.code))
+                    .collect(),
+            ),
+            Ok(_) => ("ok", vec![]),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn classifies_json_errors() {
+        assert_eq!(code(parse_json(br#"{"name":"a"}"#)).0, "ok");
+        assert_eq!(code(parse_json(br#"{"name":"#)).0, "malformed_json");
+        assert_eq!(code(parse_json(br#"{"name":"a"} x"#)).0, "malformed_json");
+        assert_eq!(code(parse_json(b"")).0, "malformed_json");
+        assert_eq!(
+            code(parse_json(br#"{"name":"a","extra":1}"#)),
+            ("validation_failed", vec!["extra:unknown_field".to_owned()])
+        );
+        assert_eq!(
+            code(parse_json(br#"{}"#)),
+            ("validation_failed", vec!["name:required".to_owned()])
+        );
+        assert_eq!(
+            code(parse_json(br#"{"name":"a","count":"x"}"#)),
+            ("validation_failed", vec!["count:invalid_type".to_owned()])
+        );
+        assert_eq!(
+            code(parse_json(br#"[]"#)),
+            ("validation_failed", vec!["body:invalid_type".to_owned()])
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The HTTP API. The only crate that knows HTTP: it turns requests into calls
+//! of `buildpeer_core::Service` and their results into JSON or problem
+//! documents. It holds no state of its own, so any number of replicas can run.
+
+mod dto;
+mod error;
+mod extract;
+mod routes;
+mod telemetry;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use buildpeer_core::Service;
+use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::{ApiError, Problem};
+pub use telemetry::REQUEST_ID;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub metrics: PrometheusHandle,
+    /// The OpenAPI document, rendered once at start-up.
+    openapi: Bytes,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "BuildPeer API",
+        description = "Multi-tenant uploads and media processing for construction companies. \
+            Log in at /v1/auth/login and send the access token as `Authorization: Bearer <token>`. \
+            Errors are RFC 9457 problem documents with a stable `code`.",
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::auth::login))
+        .routes(routes!(routes::auth::refresh))
+        .routes(routes!(routes::auth::logout))
+        .routes(routes!(routes::auth::me))
+        .routes(routes!(routes::users::create, routes::users::list))
+        .routes(routes!(routes::users::get, routes::users::update))
+        .routes(routes!(routes::projects::create, routes::projects::list))
+        .routes(routes!(
+            routes::projects::get,
+            routes::projects::update,
+            routes::projects::archive
+        ))
+        .routes(routes!(routes::projects::members))
+        .routes(routes!(
+            routes::projects::add_member,
+            routes::projects::remove_member
+        ))
+}
+
+/// The OpenAPI 3.1 document, generated from the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api_routes().into_openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// The HTTP application, ready to serve on a bound listener.
+pub struct Api(Router);
+
+impl Api {
+    pub fn new(service: Service, metrics: PrometheusHandle) -> Self {
+        Self(router(service, metrics))
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting and returns
+    /// once in-flight requests are done.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.0)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+fn router(service: Service, metrics: PrometheusHandle) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    let openapi = openapi().to_json().unwrap_or_else(|_| "{}".to_owned());
+    let state = AppState {
+        service,
+        metrics,
+        openapi: Bytes::from(openapi),
+    };
+    api.route("/healthz", get(routes::ops::healthz))
+        .route("/readyz", get(routes::ops::readyz))
+        .route("/metrics", get(routes::ops::metrics))
+        .route("/openapi.json", get(routes::ops::openapi))
+        .route("/docs", get(routes::ops::docs))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .route_layer(axum::middleware::from_fn(telemetry::mark_route))
+        .layer(DefaultBodyLimit::max(extract::JSON_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("request handler panicked");
+                axum::response::IntoResponse::into_response(ApiError::Panic)
+            },
+        ))
+        .layer(axum::middleware::from_fn(telemetry::track))
+        .with_state(state)
+}

@@ -1,0 +1,6 @@
+//! Route handlers: thin drivers that parse, call one use-case, and shape the answer.
+
+pub mod auth;
+pub mod ops;
+pub mod projects;
+pub mod users;

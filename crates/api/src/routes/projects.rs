@@ -1,0 +1,182 @@
+//! `/v1/projects` and their members.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use buildpeer_core::ids::{ProjectId, UserId};
+use buildpeer_core::pagination::PageRequest;
+use buildpeer_core::service::{CreateProjectInput, ProjectListQuery, UpdateProjectInput};
+
+use crate::AppState;
+use crate::dto::{
+    CreateProjectRequest, ListEnvelope, ListParams, MemberDto, ProjectDto, ProjectListParams,
+    UpdateProjectRequest,
+};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Auth, Json, Query, parse_id};
+
+/// Create a project (admins and supervisors; a supervisor becomes a member).
+#[utoipa::path(post, path = "/v1/projects", tag = "projects",
+    request_body = CreateProjectRequest,
+    responses(
+        (status = 201, body = ProjectDto),
+        (status = 403, body = Problem),
+        (status = 409, description = "Code taken in this tenant", body = Problem),
+        (status = 422, body = Problem),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Json(body): Json<CreateProjectRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let project = state
+        .service
+        .create_project(
+            &actor,
+            CreateProjectInput {
+                name: body.name,
+                code: body.code,
+                address: body.address,
+            },
+        )
+        .await?;
+    let location = format!("/v1/projects/{}", project.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(ProjectDto::from(project)),
+    ))
+}
+
+/// List the projects you can see (admins: all of the tenant), newest first.
+#[utoipa::path(get, path = "/v1/projects", tag = "projects", params(ProjectListParams),
+    responses((status = 200, body = ListEnvelope<ProjectDto>), (status = 422, body = Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Query(q): Query<ProjectListParams>,
+) -> Result<axum::Json<ListEnvelope<ProjectDto>>, ApiError> {
+    let query = ProjectListQuery {
+        include_archived: q.include_archived.unwrap_or(false),
+        page: PageRequest::parse(q.limit, q.cursor.as_deref())?,
+    };
+    let projects = state.service.list_projects(&actor, query).await?;
+    Ok(axum::Json(ListEnvelope::from_page(projects)))
+}
+
+/// Read a project.
+#[utoipa::path(get, path = "/v1/projects/{id}", tag = "projects",
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = ProjectDto), (status = 404, body = Problem)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ProjectDto>, ApiError> {
+    let id: ProjectId = parse_id(&id)?;
+    Ok(axum::Json(
+        state.service.get_project(&actor, id).await?.into(),
+    ))
+}
+
+/// Rename a project or change its code or address (admins, member supervisors).
+#[utoipa::path(patch, path = "/v1/projects/{id}", tag = "projects",
+    params(("id" = uuid::Uuid, Path)),
+    request_body = UpdateProjectRequest,
+    responses(
+        (status = 200, body = ProjectDto),
+        (status = 403, body = Problem),
+        (status = 404, body = Problem),
+        (status = 409, description = "Code taken, or the project is archived", body = Problem),
+        (status = 422, body = Problem),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateProjectRequest>,
+) -> Result<axum::Json<ProjectDto>, ApiError> {
+    let id: ProjectId = parse_id(&id)?;
+    let input = UpdateProjectInput {
+        name: body.name,
+        code: body.code,
+        address: body.address,
+    };
+    Ok(axum::Json(
+        state
+            .service
+            .update_project(&actor, id, input)
+            .await?
+            .into(),
+    ))
+}
+
+/// Archive a project (admins, member supervisors). Idempotent.
+#[utoipa::path(delete, path = "/v1/projects/{id}", tag = "projects",
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 204, description = "Archived"), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn archive(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: ProjectId = parse_id(&id)?;
+    state.service.archive_project(&actor, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List a project's members, newest membership first.
+#[utoipa::path(get, path = "/v1/projects/{id}/members", tag = "projects",
+    params(("id" = uuid::Uuid, Path), ListParams),
+    responses((status = 200, body = ListEnvelope<MemberDto>), (status = 404, body = Problem)))]
+pub async fn members(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<ListParams>,
+) -> Result<axum::Json<ListEnvelope<MemberDto>>, ApiError> {
+    let id: ProjectId = parse_id(&id)?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let members = state.service.list_members(&actor, id, page).await?;
+    Ok(axum::Json(ListEnvelope::from_page(members)))
+}
+
+/// Add a user to a project (admins, member supervisors). 201 when new, 204
+/// when the user already was a member.
+#[utoipa::path(put, path = "/v1/projects/{id}/members/{user_id}", tag = "projects",
+    params(("id" = uuid::Uuid, Path), ("user_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 201, description = "Added"),
+        (status = 204, description = "Already a member"),
+        (status = 403, body = Problem),
+        (status = 404, body = Problem),
+    ))]
+pub async fn add_member(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path((id, user_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id: ProjectId = parse_id(&id)?;
+    let user_id: UserId = parse_id(&user_id)?;
+    let created = state.service.add_member(&actor, id, user_id).await?;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// Remove a user from a project (admins, member supervisors). Idempotent.
+#[utoipa::path(delete, path = "/v1/projects/{id}/members/{user_id}", tag = "projects",
+    params(("id" = uuid::Uuid, Path), ("user_id" = uuid::Uuid, Path)),
+    responses((status = 204, description = "Not a member any more"), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path((id, user_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id: ProjectId = parse_id(&id)?;
+    let user_id: UserId = parse_id(&user_id)?;
+    state.service.remove_member(&actor, id, user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,95 @@
+//! `/v1/users`: user administration inside the caller's tenant.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use buildpeer_core::ids::UserId;
+use buildpeer_core::pagination::PageRequest;
+use buildpeer_core::service::{CreateUserInput, UpdateUserInput};
+
+use crate::AppState;
+use crate::dto::{CreateUserRequest, ListEnvelope, ListParams, UpdateUserRequest, UserDto};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Auth, Json, Query, parse_id};
+
+/// Create a user (admins).
+#[utoipa::path(post, path = "/v1/users", tag = "users",
+    request_body = CreateUserRequest,
+    responses(
+        (status = 201, body = UserDto),
+        (status = 403, body = Problem),
+        (status = 409, description = "E-mail taken in this tenant", body = Problem),
+        (status = 422, body = Problem),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Json(body): Json<CreateUserRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let user = state
+        .service
+        .create_user(
+            &actor,
+            CreateUserInput {
+                email: body.email,
+                password: body.password,
+                name: body.name,
+                role: body.role,
+            },
+        )
+        .await?;
+    let location = format!("/v1/users/{}", user.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(UserDto::from(user)),
+    ))
+}
+
+/// List the tenant's users (admins and supervisors), newest first.
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(ListParams),
+    responses((status = 200, body = ListEnvelope<UserDto>), (status = 403, body = Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Query(q): Query<ListParams>,
+) -> Result<axum::Json<ListEnvelope<UserDto>>, ApiError> {
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let users = state.service.list_users(&actor, page).await?;
+    Ok(axum::Json(ListEnvelope::from_page(users)))
+}
+
+/// Read a user (yourself, or anyone as admin or supervisor).
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = UserDto), (status = 404, body = Problem)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> Result<axum::Json<UserDto>, ApiError> {
+    let id: UserId = parse_id(&id)?;
+    Ok(axum::Json(state.service.get_user(&actor, id).await?.into()))
+}
+
+/// Change a user's name, role or disabled flag (admins).
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users",
+    params(("id" = uuid::Uuid, Path)),
+    request_body = UpdateUserRequest,
+    responses((status = 200, body = UserDto), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateUserRequest>,
+) -> Result<axum::Json<UserDto>, ApiError> {
+    let id: UserId = parse_id(&id)?;
+    let input = UpdateUserInput {
+        name: body.name,
+        role: body.role,
+        disabled: body.disabled,
+    };
+    Ok(axum::Json(
+        state.service.update_user(&actor, id, input).await?.into(),
+    ))
+}

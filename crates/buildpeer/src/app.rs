@@ -1,0 +1,196 @@
+//! Wiring: adapters into ports, ports into the core, the core into the HTTP
+//! driver. Building the app (connect, migrate, bind) is separate from running
+//! it, so tests boot the real thing on port 0.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use buildpeer_core::Service;
+use buildpeer_core::auth::TokenKeys;
+use buildpeer_core::clock::SystemClock;
+use buildpeer_core::ports::MetadataStore;
+use buildpeer_core::service::Bootstrap;
+use buildpeer_db::DbOptions;
+use secrecy::{ExposeSecret, SecretSlice};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, DatabaseConfig};
+use crate::telemetry;
+
+/// A built, bound, not yet serving application.
+pub struct App {
+    listener: TcpListener,
+    api: buildpeer_api::Api,
+    service: Service,
+    shutdown_timeout: Duration,
+}
+
+/// Connects to the metadata store and brings its schema up to date.
+pub async fn connect_store(
+    db: &DatabaseConfig,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn MetadataStore>> {
+    if db.is_sqlite() {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    }
+    let opts = DbOptions {
+        max_connections: db.max_connections,
+        ..DbOptions::default()
+    };
+    buildpeer_db::connect(db.url.expose_secret(), &opts)
+        .await
+        .context("connecting to the database")
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = connect_store(&config.database, &config.data_dir).await?;
+        let secret = jwt_secret(&config)?;
+        let keys = TokenKeys::new(&secret).context("JWT secret")?;
+        let service = Service::new(store, Arc::new(SystemClock), keys);
+        if config.bootstrap {
+            bootstrap(&service).await?;
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let api = buildpeer_api::Api::new(service.clone(), telemetry::metrics_handle()?);
+        Ok(Self {
+            listener,
+            api,
+            service,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
+    /// requests finish for up to the shutdown timeout, and returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        // Computing the login dummy hash now keeps the first failed login as
+        // slow as every other one, without delaying readiness.
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = service.warm_up().await {
+                tracing::warn!(error = %e, "warm-up failed");
+            }
+        });
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = self.api.serve(self.listener, async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: draining in-flight requests");
+            let _ = stopping_tx.send(());
+        });
+        tracing::info!(address = %addr, "listening");
+        let timeout = self.shutdown_timeout;
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result.context("serving HTTP")?,
+            () = deadline => tracing::warn!(?timeout, "shutdown timeout: abandoning in-flight requests"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The signing secret: the configured one, or one generated on first start
+/// and kept in the data dir (readable by the owner only).
+fn jwt_secret(config: &Config) -> anyhow::Result<SecretSlice<u8>> {
+    if let Some(s) = &config.jwt_secret {
+        return Ok(SecretSlice::from(s.expose_secret().as_bytes().to_vec()));
+    }
+    let path = config.data_dir.join("jwt_secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => return Ok(SecretSlice::from(s.trim().as_bytes().to_vec())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let mut raw = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut raw);
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    // Write to a temp file and rename, so a crash never leaves half a key and
+    // two processes starting at once agree on one (the second rename wins
+    // before either serves a request, and both re-read below).
+    let tmp = config
+        .data_dir
+        .join(format!("jwt_secret.{}.tmp", std::process::id()));
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(hex.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    tracing::info!(path = %path.display(), "generated a JWT signing secret");
+    let s = std::fs::read_to_string(&path)?;
+    Ok(SecretSlice::from(s.trim().as_bytes().to_vec()))
+}
+
+async fn bootstrap(service: &Service) -> anyhow::Result<()> {
+    match service.bootstrap_demo().await.context("bootstrap")? {
+        Bootstrap::Skipped => {}
+        Bootstrap::Created {
+            tenant,
+            admin_email,
+            admin_password,
+        } => {
+            // Printed once, on purpose: it is how a newcomer logs in.
+            tracing::warn!(
+                tenant = %tenant.slug,
+                email = %admin_email,
+                password = %admin_password,
+                "created the demo tenant; log in with this e-mail and password (shown only this once)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,94 @@
+//! The commands of the binary.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use buildpeer_core::Service;
+use buildpeer_core::auth::TokenKeys;
+use buildpeer_core::clock::SystemClock;
+use buildpeer_core::service::CreateTenantInput;
+use secrecy::{ExposeSecret, SecretSlice};
+use std::sync::Arc;
+
+use crate::app::{self, App};
+use crate::config::{Cli, Command, CommonArgs, Config, DatabaseConfig, TenantCommand};
+use crate::telemetry::{self, Sink};
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let (common, service, sink) = match &cli.command {
+        Command::Serve(a) => (&a.common, "buildpeer-api", Sink::Stdout),
+        Command::Migrate(c) => (c, "buildpeer", Sink::Stderr),
+        Command::Tenant(TenantCommand::Create(a)) => (&a.common, "buildpeer", Sink::Stderr),
+    };
+    if let Err(e) = telemetry::init_logging(common.log_format, &common.log, service, sink) {
+        eprintln!("buildpeer: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Serve(args) => serve(Config::from_serve_args(&args)).await,
+        Command::Migrate(args) => migrate(&args).await,
+        Command::Tenant(TenantCommand::Create(args)) => create_tenant(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "command failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    app.run_until_stopped(app::shutdown_signal()).await
+}
+
+async fn migrate(args: &CommonArgs) -> anyhow::Result<()> {
+    let store = app::connect_store(&DatabaseConfig::from_args(args), &args.data_dir).await?;
+    tracing::info!(backend = store.backend(), "migrations are up to date");
+    Ok(())
+}
+
+async fn create_tenant(args: crate::config::TenantCreateArgs) -> anyhow::Result<()> {
+    let store = app::connect_store(
+        &DatabaseConfig::from_args(&args.common),
+        &args.common.data_dir,
+    )
+    .await?;
+    // Creating a tenant signs no token: a random key that dies with the
+    // process stands in for the server's.
+    let mut key = vec![0u8; TokenKeys::MIN_SECRET_LEN];
+    rand::Rng::fill(&mut rand::rng(), key.as_mut_slice());
+    let keys = TokenKeys::new(&SecretSlice::from(key)).context("token keys")?;
+    let service = Service::new(store, Arc::new(SystemClock), keys);
+    let (tenant, admin) = service
+        .create_tenant(CreateTenantInput {
+            slug: args.slug,
+            name: args.name,
+            admin_email: args.admin_email,
+            admin_name: args.admin_name,
+            admin_password: args.admin_password.expose_secret().to_owned(),
+        })
+        .await
+        .map_err(describe)?;
+    let out = serde_json::json!({ "tenant_id": tenant.id, "admin_user_id": admin.id });
+    #[allow(clippy::print_stdout)] // the command's output
+    {
+        println!("{out}");
+    }
+    Ok(())
+}
+
+/// Spells out validation errors for a terminal user.
+fn describe(e: buildpeer_core::CoreError) -> anyhow::Error {
+    match e {
+        buildpeer_core::CoreError::Validation(errors) => {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect();
+            anyhow::anyhow!("invalid input: {}", lines.join("; "))
+        }
+        other => anyhow::Error::new(other),
+    }
+}

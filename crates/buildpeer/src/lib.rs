@@ -1,0 +1,10 @@
+//! The `buildpeer` binary's library half: configuration, telemetry set-up and
+//! the `App` that wires adapters to the core and the core to its drivers.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod telemetry;
+
+pub use app::App;
+pub use config::Config;

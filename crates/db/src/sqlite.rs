@@ -1,0 +1,565 @@
+//! The SQLite adapter, for single-node deployments: one database file in WAL
+//! mode, a few pooled connections, and writes serialised by SQLite's own lock.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use buildpeer_core::StoreError;
+use buildpeer_core::error::Conflict;
+use buildpeer_core::ids::{MembershipId, ProjectId, SessionFamilyId, TenantId, UserId};
+use buildpeer_core::model::{Email, Member, Project, Slug, Tenant, User, UserCredentials};
+use buildpeer_core::pagination::PageRequest;
+use buildpeer_core::ports::{
+    MetadataStore, NewProject, NewRefreshToken, NewTenant, NewUser, PoolStats, ProjectFilter,
+    ProjectPatch, RotateOutcome, StoreResult, UserPatch,
+};
+use chrono::{DateTime, Utc};
+use sqlx::error::DatabaseError;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{SqliteExecutor, Transaction};
+use uuid::Uuid;
+
+use crate::sql::{self, CredentialsRow, MemberRow, ProjectRow, TenantRow, UserRow};
+use crate::{DbError, DbOptions};
+
+const BACKEND: &str = "sqlite";
+/// Enough for concurrent readers; writers queue on the database lock anyway.
+const POOL_SIZE: u32 = 4;
+
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub(crate) async fn connect(url: &str, opts: &DbOptions) -> Result<Self, DbError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| DbError::InvalidUrl {
+                backend: BACKEND,
+                source: Box::new(e),
+            })?
+            .create_if_missing(true)
+            // WAL lets readers proceed while one connection writes; with it,
+            // NORMAL sync survives a process crash and risks only the latest
+            // commits on power loss, for far fewer fsyncs than FULL.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(opts.acquire_timeout);
+        // An in-memory database lives only as long as a connection to it, so
+        // keep exactly one, forever.
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool
+            .connect_with(options)
+            .await
+            .map_err(|e| DbError::Connect {
+                backend: BACKEND,
+                source: Box::new(e),
+            })?;
+        if opts.run_migrations {
+            sqlx::migrate!("migrations/sqlite")
+                .run(&pool)
+                .await
+                .map_err(|e| DbError::Migrate {
+                    backend: BACKEND,
+                    source: Box::new(e),
+                })?;
+        }
+        Ok(Self { pool })
+    }
+
+    /// Takes the write lock up front: a deferred transaction that reads and
+    /// then writes fails with SQLITE_BUSY, without waiting, when another
+    /// connection wrote in between.
+    async fn write(&self) -> StoreResult<Transaction<'static, sqlx::Sqlite>> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_err)
+    }
+}
+
+fn store_err(e: sqlx::Error) -> StoreError {
+    sql::store_error(e, conflict, |db| {
+        // SQLITE_BUSY and SQLITE_LOCKED, possibly extended: another writer
+        // held the lock past the busy timeout.
+        db.code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+    })
+}
+
+/// SQLite reports no constraint name for unique violations, only
+/// "UNIQUE constraint failed: " followed by the table-qualified columns.
+fn conflict(db: &dyn DatabaseError) -> Option<Conflict> {
+    const RULES: [(&str, Conflict); 3] = [
+        (": tenants.slug", Conflict::TenantSlug),
+        (": users.tenant_id, users.email", Conflict::UserEmail),
+        (": projects.tenant_id, projects.code", Conflict::ProjectCode),
+    ];
+    RULES
+        .into_iter()
+        .find(|(columns, _)| db.message().ends_with(columns))
+        .map(|(_, c)| c)
+}
+
+async fn insert_user(
+    ex: impl SqliteExecutor<'_>,
+    tenant: TenantId,
+    user: &NewUser,
+) -> StoreResult<User> {
+    sqlx::query_as::<_, UserRow>(sql::USER_INSERT)
+        .bind(user.id.as_uuid())
+        .bind(tenant.as_uuid())
+        .bind(user.email.as_str())
+        .bind(user.name.as_str())
+        .bind(user.role.as_str())
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .fetch_one(ex)
+        .await
+        .map_err(store_err)?
+        .try_into()
+}
+
+async fn insert_token(
+    ex: impl SqliteExecutor<'_>,
+    tenant: Uuid,
+    user: Uuid,
+    family: Uuid,
+    token: &NewRefreshToken,
+) -> StoreResult<()> {
+    sqlx::query(sql::TOKEN_INSERT)
+        .bind(token.id.as_uuid())
+        .bind(tenant)
+        .bind(user)
+        .bind(family)
+        .bind(&token.hash[..])
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(ex)
+        .await
+        .map_err(store_err)?;
+    Ok(())
+}
+
+async fn revoke_family(
+    ex: impl SqliteExecutor<'_>,
+    family: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(sql::FAMILY_REVOKE)
+        .bind(family)
+        .bind(now)
+        .execute(ex)
+        .await
+        .map_err(store_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetadataStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query(sql::PING)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn tenant_count(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(sql::TENANT_COUNT)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_err)?;
+        u64::try_from(n).map_err(|e| StoreError::Other(Box::new(e)))
+    }
+
+    async fn tenant_create(&self, tenant: &NewTenant, admin: &NewUser) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(sql::TENANT_INSERT)
+            .bind(tenant.id.as_uuid())
+            .bind(tenant.slug.as_str())
+            .bind(tenant.name.as_str())
+            .bind(tenant.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        insert_user(&mut *tx, tenant.id, admin).await?;
+        tx.commit().await.map_err(store_err)
+    }
+
+    async fn tenant_by_slug(&self, slug: &Slug) -> StoreResult<Option<Tenant>> {
+        let row = sqlx::query_as::<_, TenantRow>(sql::TENANT_BY_SLUG)
+            .bind(slug.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(row.map(Tenant::from))
+    }
+
+    async fn user_create(&self, tenant: TenantId, user: &NewUser) -> StoreResult<User> {
+        insert_user(&self.pool, tenant, user).await
+    }
+
+    async fn user_get(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<User>> {
+        sqlx::query_as::<_, UserRow>(sql::USER_GET)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?
+            .map(User::try_from)
+            .transpose()
+    }
+
+    async fn user_credentials(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+    ) -> StoreResult<Option<UserCredentials>> {
+        let row = sqlx::query_as::<_, CredentialsRow>(sql::USER_CREDENTIALS)
+            .bind(tenant.as_uuid())
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        row.map(|r| {
+            Ok(UserCredentials {
+                user: r.user.try_into()?,
+                password_hash: r.password_hash,
+            })
+        })
+        .transpose()
+    }
+
+    async fn user_list(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query_as::<_, UserRow>(sql::USER_LIST)
+            .bind(tenant.as_uuid())
+            .bind(sql::before(page))
+            .bind(sql::limit(page))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_err)?;
+        sql::convert(rows)
+    }
+
+    async fn user_update(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        patch: &UserPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query_as::<_, UserRow>(sql::USER_UPDATE)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(patch.name.as_ref().map(|n| n.as_str()))
+            .bind(patch.role.map(|r| r.as_str()))
+            .bind(patch.disabled)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        if row.is_some() && patch.disabled == Some(true) {
+            sqlx::query(sql::USER_TOKENS_REVOKE)
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?;
+        }
+        tx.commit().await.map_err(store_err)?;
+        row.map(User::try_from).transpose()
+    }
+
+    async fn project_create(
+        &self,
+        tenant: TenantId,
+        project: &NewProject,
+        creator_member: bool,
+    ) -> StoreResult<Project> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query_as::<_, ProjectRow>(sql::PROJECT_INSERT)
+            .bind(project.id.as_uuid())
+            .bind(tenant.as_uuid())
+            .bind(project.name.as_str())
+            .bind(project.code.as_ref().map(|c| c.as_str()))
+            .bind(project.address.as_ref().map(|a| a.as_str()))
+            .bind(project.created_by.as_uuid())
+            .bind(project.created_at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        if creator_member {
+            sqlx::query(sql::MEMBER_INSERT)
+                .bind(MembershipId::new().as_uuid())
+                .bind(tenant.as_uuid())
+                .bind(project.id.as_uuid())
+                .bind(project.created_by.as_uuid())
+                .bind(project.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?;
+        }
+        tx.commit().await.map_err(store_err)?;
+        Ok(row.into())
+    }
+
+    async fn project_get(&self, tenant: TenantId, id: ProjectId) -> StoreResult<Option<Project>> {
+        let row = sqlx::query_as::<_, ProjectRow>(sql::PROJECT_GET)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(row.map(Project::from))
+    }
+
+    async fn project_list(
+        &self,
+        tenant: TenantId,
+        filter: ProjectFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<Project>> {
+        let text = match filter.member {
+            None => sql::PROJECT_LIST,
+            Some(_) => sql::PROJECT_LIST_MEMBER,
+        };
+        let mut query = sqlx::query_as::<_, ProjectRow>(text)
+            .bind(tenant.as_uuid())
+            .bind(sql::before(page))
+            .bind(filter.include_archived)
+            .bind(sql::limit(page));
+        if let Some(user) = filter.member {
+            query = query.bind(user.as_uuid());
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(store_err)?;
+        Ok(rows.into_iter().map(Project::from).collect())
+    }
+
+    async fn project_update(
+        &self,
+        tenant: TenantId,
+        id: ProjectId,
+        patch: &ProjectPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Project>> {
+        let row = sqlx::query_as::<_, ProjectRow>(sql::PROJECT_UPDATE)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(patch.name.as_ref().map(|n| n.as_str()))
+            .bind(patch.code.is_some())
+            .bind(
+                patch
+                    .code
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .map(|c| c.as_str()),
+            )
+            .bind(patch.address.is_some())
+            .bind(
+                patch
+                    .address
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .map(|a| a.as_str()),
+            )
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(row.map(Project::from))
+    }
+
+    async fn project_archive(
+        &self,
+        tenant: TenantId,
+        id: ProjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Project>> {
+        let row = sqlx::query_as::<_, ProjectRow>(sql::PROJECT_ARCHIVE)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(row.map(Project::from))
+    }
+
+    async fn member_is(
+        &self,
+        tenant: TenantId,
+        project: ProjectId,
+        user: UserId,
+    ) -> StoreResult<bool> {
+        sqlx::query_scalar(sql::MEMBER_IS)
+            .bind(tenant.as_uuid())
+            .bind(project.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_err)
+    }
+
+    async fn member_add(
+        &self,
+        tenant: TenantId,
+        project: ProjectId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(sql::MEMBER_INSERT)
+            .bind(MembershipId::new().as_uuid())
+            .bind(tenant.as_uuid())
+            .bind(project.as_uuid())
+            .bind(user.as_uuid())
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn member_remove(
+        &self,
+        tenant: TenantId,
+        project: ProjectId,
+        user: UserId,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(sql::MEMBER_DELETE)
+            .bind(tenant.as_uuid())
+            .bind(project.as_uuid())
+            .bind(user.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn member_list(
+        &self,
+        tenant: TenantId,
+        project: ProjectId,
+        page: PageRequest,
+    ) -> StoreResult<Vec<Member>> {
+        let rows = sqlx::query_as::<_, MemberRow>(sql::MEMBER_LIST)
+            .bind(tenant.as_uuid())
+            .bind(project.as_uuid())
+            .bind(sql::before(page))
+            .bind(sql::limit(page))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_err)?;
+        sql::convert(rows)
+    }
+
+    async fn session_start(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        family: SessionFamilyId,
+        token: &NewRefreshToken,
+    ) -> StoreResult<()> {
+        insert_token(
+            &self.pool,
+            tenant.as_uuid(),
+            user.as_uuid(),
+            family.as_uuid(),
+            token,
+        )
+        .await
+    }
+
+    async fn session_rotate(
+        &self,
+        presented: &[u8; 32],
+        next: &NewRefreshToken,
+        now: DateTime<Utc>,
+    ) -> StoreResult<RotateOutcome> {
+        let mut tx = self.write().await?;
+        let used: Option<(Uuid, Uuid, Uuid)> = sqlx::query_as(sql::TOKEN_USE)
+            .bind(&presented[..])
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        let outcome = match used {
+            Some((tenant, user, family)) => {
+                insert_token(&mut *tx, tenant, user, family, next).await?;
+                RotateOutcome::Rotated {
+                    tenant_id: TenantId::from_uuid(tenant),
+                    user_id: UserId::from_uuid(user),
+                    family_id: SessionFamilyId::from_uuid(family),
+                }
+            }
+            None => {
+                let state: Option<(Uuid, bool)> = sqlx::query_as(sql::TOKEN_STATE)
+                    .bind(&presented[..])
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(store_err)?;
+                match state {
+                    None => RotateOutcome::Unknown,
+                    Some((family, true)) => {
+                        revoke_family(&mut *tx, family, now).await?;
+                        RotateOutcome::Reused {
+                            family_id: SessionFamilyId::from_uuid(family),
+                        }
+                    }
+                    Some((_, false)) => RotateOutcome::Expired,
+                }
+            }
+        };
+        tx.commit().await.map_err(store_err)?;
+        Ok(outcome)
+    }
+
+    async fn session_revoke(&self, presented: &[u8; 32], now: DateTime<Utc>) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let state: Option<(Uuid, bool)> = sqlx::query_as(sql::TOKEN_STATE)
+            .bind(&presented[..])
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        if let Some((family, _)) = state {
+            revoke_family(&mut *tx, family, now).await?;
+        }
+        tx.commit().await.map_err(store_err)?;
+        Ok(state.is_some())
+    }
+
+    async fn session_revoke_family(
+        &self,
+        family: SessionFamilyId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        revoke_family(&self.pool, family.as_uuid(), now).await
+    }
+}

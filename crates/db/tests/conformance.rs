@@ -1,0 +1,1172 @@
+//! Conformance suite: every scenario runs against both backends, each on a
+//! fresh database (a temporary SQLite file; a PostgreSQL database created from
+//! `BUILDPEER_TEST_POSTGRES_URL` and dropped afterwards), so the two adapters
+//! are held to one contract: `sqlite::<scenario>` and `postgres::<scenario>`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use buildpeer_core::StoreError;
+use buildpeer_core::error::Conflict;
+use buildpeer_core::ids::{ProjectId, RefreshTokenId, SessionFamilyId, TenantId, UserId};
+use buildpeer_core::model::{Address, Email, Name, ProjectCode, Role, Slug};
+use buildpeer_core::pagination::PageRequest;
+use buildpeer_core::ports::{
+    MetadataStore, NewProject, NewRefreshToken, NewTenant, NewUser, ProjectFilter, ProjectPatch,
+    RotateOutcome, UserPatch,
+};
+use buildpeer_db::{DbError, DbOptions, connect};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use uuid::Uuid;
+
+/// What a scenario gets: the store, and its URL for reconnecting.
+struct Ctx {
+    store: Arc<dyn MetadataStore>,
+    url: String,
+    backend: &'static str,
+}
+
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_sqlite(super::$name).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_postgres(super::$name).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    ping_backend_and_pool_stats,
+    migrations_are_idempotent,
+    tenant_create_count_and_lookup,
+    tenant_create_is_atomic,
+    tenant_slug_conflict,
+    user_create_get_and_credentials,
+    user_email_conflict,
+    user_list_pages_newest_first,
+    user_update_applies_patch,
+    user_disable_revokes_sessions,
+    users_are_tenant_scoped,
+    project_create_get_update,
+    project_code_conflict,
+    project_list_filters_and_pages,
+    project_archive_is_idempotent,
+    projects_and_members_are_tenant_scoped,
+    members_add_remove_list,
+    session_rotate_then_reuse_revokes_family,
+    session_expiry_boundaries,
+    session_unknown_and_expired_store_nothing,
+    concurrent_rotations_yield_one_winner,
+    concurrent_logout_and_rotation_leave_nothing_live,
+    session_revoke_and_revoke_family,
+);
+
+fn options() -> DbOptions {
+    DbOptions {
+        max_connections: 5,
+        acquire_timeout: Duration::from_secs(10),
+        run_migrations: true,
+    }
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Runs the scenario on its own task so that a failing assertion still lets
+/// the database be cleaned up before the panic is passed on.
+async fn run<F>(ctx: Ctx, scenario: impl FnOnce(Ctx) -> F, cleanup: impl AsyncFnOnce())
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let outcome = tokio::spawn(scenario(ctx)).await;
+    cleanup().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn on_sqlite<F>(scenario: impl FnOnce(Ctx) -> F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let path = std::env::temp_dir().join(format!("buildpeer-test-{}.db", random_suffix()));
+    let url = format!("sqlite://{}", path.display());
+    let store = connect(&url, &options()).await.unwrap();
+    let ctx = Ctx {
+        store,
+        url,
+        backend: "sqlite",
+    };
+    run(ctx, scenario, async || {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    })
+    .await;
+}
+
+async fn on_postgres<F>(scenario: impl FnOnce(Ctx) -> F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let Ok(admin_url) = std::env::var("BUILDPEER_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: BUILDPEER_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let prefix = std::env::var("BUILDPEER_TEST_DB_PREFIX").unwrap_or_else(|_| "bpt_".into());
+    let name = format!("{prefix}{}", random_suffix());
+    let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = with_database(&admin_url, &name);
+    let store = match connect(&url, &options()).await {
+        Ok(store) => store,
+        Err(e) => {
+            drop_database(&mut admin, &name).await;
+            panic!("connect: {e}");
+        }
+    };
+    let ctx = Ctx {
+        store,
+        url,
+        backend: "postgres",
+    };
+    run(ctx, scenario, async || {
+        drop_database(&mut admin, &name).await
+    })
+    .await;
+}
+
+async fn drop_database(admin: &mut PgConnection, name: &str) {
+    let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+    if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await {
+        eprintln!("could not drop test database {name}: {e}");
+    }
+}
+
+/// The admin URL with its database path replaced.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    format!("{}/{db}{query}", &base[..path])
+}
+
+// ---- Fixtures -------------------------------------------------------------
+
+/// PostgreSQL keeps microseconds, so round-trips compare equal only at that
+/// precision.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn micros(n: i64) -> TimeDelta {
+    TimeDelta::microseconds(n)
+}
+
+fn first(limit: u32) -> PageRequest {
+    PageRequest::first(limit)
+}
+
+fn after(limit: u32, before: Uuid) -> PageRequest {
+    PageRequest {
+        limit,
+        before: Some(before),
+    }
+}
+
+fn all_projects() -> ProjectFilter {
+    ProjectFilter {
+        member: None,
+        include_archived: true,
+    }
+}
+
+fn new_user(email: &str, role: Role) -> NewUser {
+    NewUser {
+        id: UserId::new(),
+        email: Email::parse(email).unwrap(),
+        name: Name::parse(&format!("User {email}")).unwrap(),
+        role,
+        password_hash: format!("hash-of-{email}"),
+        created_at: now(),
+    }
+}
+
+/// A tenant with its admin.
+async fn tenant(store: &dyn MetadataStore, slug: &str) -> (TenantId, UserId) {
+    let tenant = NewTenant {
+        id: TenantId::new(),
+        slug: Slug::parse(slug).unwrap(),
+        name: Name::parse(&format!("Constructora {slug}")).unwrap(),
+        created_at: now(),
+    };
+    let admin = new_user(&format!("admin@{slug}.mx"), Role::Admin);
+    store.tenant_create(&tenant, &admin).await.unwrap();
+    (tenant.id, admin.id)
+}
+
+async fn user(store: &dyn MetadataStore, tenant: TenantId, email: &str, role: Role) -> UserId {
+    store
+        .user_create(tenant, &new_user(email, role))
+        .await
+        .unwrap()
+        .id
+}
+
+fn new_project(name: &str, code: Option<&str>, created_by: UserId) -> NewProject {
+    NewProject {
+        id: ProjectId::new(),
+        name: Name::parse(name).unwrap(),
+        code: code.map(|c| ProjectCode::parse(c).unwrap()),
+        address: None,
+        created_by,
+        created_at: now(),
+    }
+}
+
+async fn project(store: &dyn MetadataStore, tenant: TenantId, by: UserId, name: &str) -> ProjectId {
+    store
+        .project_create(tenant, &new_project(name, None, by), false)
+        .await
+        .unwrap()
+        .id
+}
+
+fn token(expires_at: DateTime<Utc>) -> NewRefreshToken {
+    NewRefreshToken {
+        id: RefreshTokenId::new(),
+        hash: rand::random(),
+        created_at: now(),
+        expires_at,
+    }
+}
+
+fn live_token() -> NewRefreshToken {
+    token(now() + TimeDelta::days(30))
+}
+
+/// Starts a session family; returns it with its first token.
+async fn session(
+    store: &dyn MetadataStore,
+    tenant: TenantId,
+    user: UserId,
+) -> (SessionFamilyId, NewRefreshToken) {
+    let family = SessionFamilyId::new();
+    let first = live_token();
+    store
+        .session_start(tenant, user, family, &first)
+        .await
+        .unwrap();
+    (family, first)
+}
+
+async fn rotate(store: &dyn MetadataStore, presented: &NewRefreshToken) -> RotateOutcome {
+    store
+        .session_rotate(&presented.hash, &live_token(), now())
+        .await
+        .unwrap()
+}
+
+fn is_rotated(outcome: &RotateOutcome) -> bool {
+    matches!(outcome, RotateOutcome::Rotated { .. })
+}
+
+// ---- Scenarios ------------------------------------------------------------
+
+async fn ping_backend_and_pool_stats(cx: Ctx) {
+    cx.store.ping().await.unwrap();
+    assert_eq!(cx.store.backend(), cx.backend);
+    let stats = cx.store.pool_stats();
+    assert!(stats.max >= 1, "{stats:?}");
+    assert!(stats.size >= 1 && stats.size <= stats.max, "{stats:?}");
+    assert!(stats.idle <= stats.size, "{stats:?}");
+}
+
+async fn migrations_are_idempotent(cx: Ctx) {
+    tenant(&*cx.store, "acme").await;
+    for _ in 0..2 {
+        let again = connect(&cx.url, &options()).await.unwrap();
+        again.ping().await.unwrap();
+        assert_eq!(again.tenant_count().await.unwrap(), 1);
+    }
+}
+
+async fn tenant_create_count_and_lookup(cx: Ctx) {
+    let store = &*cx.store;
+    assert_eq!(store.tenant_count().await.unwrap(), 0);
+    let tenant = NewTenant {
+        id: TenantId::new(),
+        slug: Slug::parse("acme").unwrap(),
+        name: Name::parse("Acme Construcciones").unwrap(),
+        created_at: now(),
+    };
+    let admin = new_user("admin@acme.mx", Role::Admin);
+    store.tenant_create(&tenant, &admin).await.unwrap();
+    assert_eq!(store.tenant_count().await.unwrap(), 1);
+
+    let found = store.tenant_by_slug(&tenant.slug).await.unwrap().unwrap();
+    assert_eq!(found.id, tenant.id);
+    assert_eq!(found.slug, "acme");
+    assert_eq!(found.name, "Acme Construcciones");
+    assert_eq!(found.created_at, tenant.created_at);
+    let missing = Slug::parse("nadie").unwrap();
+    assert!(store.tenant_by_slug(&missing).await.unwrap().is_none());
+
+    let stored = store.user_get(tenant.id, admin.id).await.unwrap().unwrap();
+    assert_eq!(stored.tenant_id, tenant.id);
+    assert_eq!(stored.email, "admin@acme.mx");
+    assert_eq!(stored.role, Role::Admin);
+    assert!(!stored.disabled);
+    assert_eq!(stored.created_at, admin.created_at);
+    assert_eq!(stored.updated_at, admin.created_at);
+}
+
+async fn tenant_create_is_atomic(cx: Ctx) {
+    let store = &*cx.store;
+    let (_, admin_id) = tenant(store, "acme").await;
+    let second = NewTenant {
+        id: TenantId::new(),
+        slug: Slug::parse("beta").unwrap(),
+        name: Name::parse("Beta").unwrap(),
+        created_at: now(),
+    };
+    // The admin insert fails (its id is taken), so the tenant must not stay.
+    let clash = NewUser {
+        id: admin_id,
+        ..new_user("admin@beta.mx", Role::Admin)
+    };
+    assert!(store.tenant_create(&second, &clash).await.is_err());
+    assert!(store.tenant_by_slug(&second.slug).await.unwrap().is_none());
+    assert_eq!(store.tenant_count().await.unwrap(), 1);
+}
+
+async fn tenant_slug_conflict(cx: Ctx) {
+    let store = &*cx.store;
+    tenant(store, "acme").await;
+    let again = NewTenant {
+        id: TenantId::new(),
+        slug: Slug::parse("acme").unwrap(),
+        name: Name::parse("Otra Acme").unwrap(),
+        created_at: now(),
+    };
+    let err = store
+        .tenant_create(&again, &new_user("admin@otra.mx", Role::Admin))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::TenantSlug)),
+        "{err:?}"
+    );
+    assert_eq!(store.tenant_count().await.unwrap(), 1);
+}
+
+async fn user_create_get_and_credentials(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, _) = tenant(store, "acme").await;
+    let new = new_user("ana@acme.mx", Role::Supervisor);
+    let created = store.user_create(t, &new).await.unwrap();
+    assert_eq!(created.id, new.id);
+    assert_eq!(created.tenant_id, t);
+    assert_eq!(created.email, "ana@acme.mx");
+    assert_eq!(created.name, "User ana@acme.mx");
+    assert_eq!(created.role, Role::Supervisor);
+    assert!(!created.disabled);
+    assert_eq!(created.created_at, new.created_at);
+    assert_eq!(created.updated_at, new.created_at);
+    assert_eq!(
+        store.user_get(t, new.id).await.unwrap(),
+        Some(created.clone())
+    );
+    assert!(store.user_get(t, UserId::new()).await.unwrap().is_none());
+
+    let creds = store
+        .user_credentials(t, &new.email)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(creds.user, created);
+    assert_eq!(creds.password_hash, "hash-of-ana@acme.mx");
+    let nobody = Email::parse("nadie@acme.mx").unwrap();
+    assert!(store.user_credentials(t, &nobody).await.unwrap().is_none());
+}
+
+async fn user_email_conflict(cx: Ctx) {
+    let store = &*cx.store;
+    let (a, _) = tenant(store, "acme").await;
+    let (b, _) = tenant(store, "beta").await;
+    user(store, a, "ana@acme.mx", Role::Empleado).await;
+    let err = store
+        .user_create(a, &new_user("ana@acme.mx", Role::Viewer))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::UserEmail)),
+        "{err:?}"
+    );
+    // Unique per tenant only.
+    user(store, b, "ana@acme.mx", Role::Viewer).await;
+}
+
+async fn user_list_pages_newest_first(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    tenant(store, "beta").await;
+    let mut ids = vec![admin.as_uuid()];
+    for i in 0..4 {
+        ids.push(
+            user(store, t, &format!("u{i}@acme.mx"), Role::Viewer)
+                .await
+                .as_uuid(),
+        );
+    }
+    ids.reverse();
+
+    let page1 = store.user_list(t, first(2)).await.unwrap();
+    let page1: Vec<Uuid> = page1.iter().map(|u| u.id.as_uuid()).collect();
+    assert_eq!(page1, ids[..3], "limit + 1 rows, newest first");
+    let page2 = store.user_list(t, after(2, page1[1])).await.unwrap();
+    let page2: Vec<Uuid> = page2.iter().map(|u| u.id.as_uuid()).collect();
+    assert_eq!(page2, ids[2..5]);
+    let page3 = store.user_list(t, after(2, page2[1])).await.unwrap();
+    let page3: Vec<Uuid> = page3.iter().map(|u| u.id.as_uuid()).collect();
+    assert_eq!(page3, ids[4..]);
+    let all = store.user_list(t, first(100)).await.unwrap();
+    assert_eq!(all.len(), 5, "the other tenant's admin is not listed");
+}
+
+async fn user_update_applies_patch(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, _) = tenant(store, "acme").await;
+    let id = user(store, t, "ana@acme.mx", Role::Empleado).await;
+    let before = store.user_get(t, id).await.unwrap().unwrap();
+
+    let t1 = now() + TimeDelta::seconds(1);
+    let patch = UserPatch {
+        name: Some(Name::parse("Ana Pérez").unwrap()),
+        ..UserPatch::default()
+    };
+    let renamed = store.user_update(t, id, &patch, t1).await.unwrap().unwrap();
+    assert_eq!(renamed.name, "Ana Pérez");
+    assert_eq!(renamed.role, Role::Empleado);
+    assert!(!renamed.disabled);
+    assert_eq!(renamed.created_at, before.created_at);
+    assert_eq!(renamed.updated_at, t1);
+    assert_eq!(store.user_get(t, id).await.unwrap(), Some(renamed.clone()));
+
+    let t2 = t1 + TimeDelta::seconds(1);
+    let patch = UserPatch {
+        role: Some(Role::Supervisor),
+        disabled: Some(true),
+        ..UserPatch::default()
+    };
+    let changed = store.user_update(t, id, &patch, t2).await.unwrap().unwrap();
+    assert_eq!(changed.name, "Ana Pérez");
+    assert_eq!(changed.role, Role::Supervisor);
+    assert!(changed.disabled);
+    assert_eq!(changed.updated_at, t2);
+
+    let t3 = t2 + TimeDelta::seconds(1);
+    let patch = UserPatch {
+        disabled: Some(false),
+        ..UserPatch::default()
+    };
+    let enabled = store.user_update(t, id, &patch, t3).await.unwrap().unwrap();
+    assert!(!enabled.disabled);
+    assert_eq!(enabled.role, Role::Supervisor);
+
+    let t4 = t3 + TimeDelta::seconds(1);
+    let touched = store
+        .user_update(t, id, &UserPatch::default(), t4)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        touched.updated_at, t4,
+        "an empty patch still bumps updated_at"
+    );
+
+    let missing = store
+        .user_update(t, UserId::new(), &UserPatch::default(), t4)
+        .await;
+    assert!(missing.unwrap().is_none());
+}
+
+async fn user_disable_revokes_sessions(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, _) = tenant(store, "acme").await;
+    let ana = user(store, t, "ana@acme.mx", Role::Empleado).await;
+    let bob = user(store, t, "bob@acme.mx", Role::Empleado).await;
+    let (f1, a1) = session(store, t, ana).await;
+    let (f2, a2) = session(store, t, ana).await;
+    let (_, b1) = session(store, t, bob).await;
+
+    // Enabling (or re-stating enabled) revokes nothing.
+    let enable = UserPatch {
+        disabled: Some(false),
+        ..UserPatch::default()
+    };
+    store.user_update(t, bob, &enable, now()).await.unwrap();
+
+    let disable = UserPatch {
+        disabled: Some(true),
+        ..UserPatch::default()
+    };
+    store.user_update(t, ana, &disable, now()).await.unwrap();
+    assert_eq!(
+        rotate(store, &a1).await,
+        RotateOutcome::Reused { family_id: f1 }
+    );
+    assert_eq!(
+        rotate(store, &a2).await,
+        RotateOutcome::Reused { family_id: f2 }
+    );
+    assert!(is_rotated(&rotate(store, &b1).await));
+}
+
+async fn users_are_tenant_scoped(cx: Ctx) {
+    let store = &*cx.store;
+    let (a, _) = tenant(store, "acme").await;
+    let (b, b_admin) = tenant(store, "beta").await;
+    let new = new_user("ana@acme.mx", Role::Empleado);
+    let ana = store.user_create(a, &new).await.unwrap();
+
+    assert!(store.user_get(b, ana.id).await.unwrap().is_none());
+    assert!(
+        store
+            .user_credentials(b, &new.email)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let patch = UserPatch {
+        name: Some(Name::parse("Intruso").unwrap()),
+        role: Some(Role::Admin),
+        disabled: Some(true),
+    };
+    assert!(
+        store
+            .user_update(b, ana.id, &patch, now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.user_get(a, ana.id).await.unwrap(), Some(ana.clone()));
+    let listed: Vec<UserId> = store
+        .user_list(b, first(50))
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(listed, [b_admin]);
+    // A session cannot be started for a user under another tenant.
+    let family = SessionFamilyId::new();
+    assert!(
+        store
+            .session_start(b, ana.id, family, &live_token())
+            .await
+            .is_err()
+    );
+}
+
+async fn project_create_get_update(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let sup = user(store, t, "sup@acme.mx", Role::Supervisor).await;
+    let new = NewProject {
+        address: Some(Address::parse("Av. Reforma 1, CDMX").unwrap()),
+        ..new_project("Torre Norte", Some("OBR-2026-014"), sup)
+    };
+    let created = store.project_create(t, &new, true).await.unwrap();
+    assert_eq!(created.id, new.id);
+    assert_eq!(created.tenant_id, t);
+    assert_eq!(created.name, "Torre Norte");
+    assert_eq!(created.code.as_deref(), Some("OBR-2026-014"));
+    assert_eq!(created.address.as_deref(), Some("Av. Reforma 1, CDMX"));
+    assert_eq!(created.created_by, sup);
+    assert_eq!(created.archived_at, None);
+    assert_eq!(created.created_at, new.created_at);
+    assert_eq!(created.updated_at, new.created_at);
+    assert_eq!(
+        store.project_get(t, new.id).await.unwrap(),
+        Some(created.clone())
+    );
+    assert!(store.member_is(t, new.id, sup).await.unwrap());
+    let members = store.member_list(t, new.id, first(10)).await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].added_at, new.created_at);
+
+    let other = store
+        .project_create(t, &new_project("Sin miembros", None, admin), false)
+        .await
+        .unwrap();
+    assert!(!store.member_is(t, other.id, admin).await.unwrap());
+    assert!(
+        store
+            .project_get(t, ProjectId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let t1 = now() + TimeDelta::seconds(1);
+    let patch = ProjectPatch {
+        name: Some(Name::parse("Torre Sur").unwrap()),
+        ..ProjectPatch::default()
+    };
+    let renamed = store
+        .project_update(t, new.id, &patch, t1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.name, "Torre Sur");
+    assert_eq!(renamed.code, created.code);
+    assert_eq!(renamed.address, created.address);
+    assert_eq!(renamed.updated_at, t1);
+    assert_eq!(renamed.created_at, created.created_at);
+
+    let t2 = t1 + TimeDelta::seconds(1);
+    let patch = ProjectPatch {
+        code: Some(None),
+        address: Some(Some(Address::parse("Calle 5, Monterrey").unwrap())),
+        ..ProjectPatch::default()
+    };
+    let changed = store
+        .project_update(t, new.id, &patch, t2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.name, "Torre Sur");
+    assert_eq!(changed.code, None);
+    assert_eq!(changed.address.as_deref(), Some("Calle 5, Monterrey"));
+    assert_eq!(changed.updated_at, t2);
+    assert_eq!(store.project_get(t, new.id).await.unwrap(), Some(changed));
+
+    let missing = store
+        .project_update(t, ProjectId::new(), &ProjectPatch::default(), t2)
+        .await;
+    assert!(missing.unwrap().is_none());
+}
+
+async fn project_code_conflict(cx: Ctx) {
+    let store = &*cx.store;
+    let (a, admin_a) = tenant(store, "acme").await;
+    let (b, admin_b) = tenant(store, "beta").await;
+    store
+        .project_create(a, &new_project("Uno", Some("OBR-1"), admin_a), false)
+        .await
+        .unwrap();
+    let err = store
+        .project_create(a, &new_project("Dos", Some("OBR-1"), admin_a), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::ProjectCode)),
+        "{err:?}"
+    );
+    // Codes are optional, and unique per tenant only.
+    let no_code = project(store, a, admin_a, "Sin código").await;
+    project(store, a, admin_a, "Tampoco").await;
+    store
+        .project_create(b, &new_project("Uno", Some("OBR-1"), admin_b), false)
+        .await
+        .unwrap();
+
+    let take = ProjectPatch {
+        code: Some(Some(ProjectCode::parse("OBR-1").unwrap())),
+        ..ProjectPatch::default()
+    };
+    let err = store
+        .project_update(a, no_code, &take, now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::ProjectCode)),
+        "{err:?}"
+    );
+    let listed = store
+        .project_list(a, all_projects(), first(10))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3, "the failed create left nothing behind");
+}
+
+async fn project_list_filters_and_pages(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let ana = user(store, t, "ana@acme.mx", Role::Empleado).await;
+    let mut p = Vec::new();
+    for i in 0..5 {
+        p.push(project(store, t, admin, &format!("Obra {i}")).await);
+    }
+    for &i in &[1, 3, 4] {
+        assert!(store.member_add(t, p[i], ana, now()).await.unwrap());
+    }
+    store.project_archive(t, p[4], now()).await.unwrap();
+
+    let ids = |rows: Vec<buildpeer_core::model::Project>| -> Vec<ProjectId> {
+        rows.into_iter().map(|r| r.id).collect()
+    };
+    let filter = |member: Option<UserId>, include_archived| ProjectFilter {
+        member,
+        include_archived,
+    };
+    let list = async |f: ProjectFilter, page: PageRequest| {
+        ids(store.project_list(t, f, page).await.unwrap())
+    };
+
+    assert_eq!(
+        list(filter(None, false), first(10)).await,
+        [p[3], p[2], p[1], p[0]]
+    );
+    assert_eq!(
+        list(filter(None, true), first(10)).await,
+        [p[4], p[3], p[2], p[1], p[0]]
+    );
+    assert_eq!(
+        list(filter(Some(ana), false), first(10)).await,
+        [p[3], p[1]]
+    );
+    assert_eq!(
+        list(filter(Some(ana), true), first(10)).await,
+        [p[4], p[3], p[1]]
+    );
+    assert!(list(filter(Some(admin), true), first(10)).await.is_empty());
+
+    assert_eq!(list(filter(None, true), first(2)).await, [p[4], p[3], p[2]]);
+    let cursor = p[3].as_uuid();
+    assert_eq!(
+        list(filter(None, true), after(2, cursor)).await,
+        [p[2], p[1], p[0]]
+    );
+    assert_eq!(
+        list(filter(None, false), after(1, cursor)).await,
+        [p[2], p[1]]
+    );
+    assert_eq!(
+        list(filter(Some(ana), true), after(1, p[4].as_uuid())).await,
+        [p[3], p[1]]
+    );
+    assert!(
+        list(filter(None, true), after(5, p[0].as_uuid()))
+            .await
+            .is_empty()
+    );
+}
+
+async fn project_archive_is_idempotent(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let id = project(store, t, admin, "Torre").await;
+    let t1 = now() + TimeDelta::seconds(1);
+    let archived = store.project_archive(t, id, t1).await.unwrap().unwrap();
+    assert_eq!(archived.archived_at, Some(t1));
+    assert_eq!(archived.updated_at, t1);
+    let t2 = t1 + TimeDelta::seconds(1);
+    let again = store.project_archive(t, id, t2).await.unwrap().unwrap();
+    assert_eq!(again, archived, "a second archive changes nothing");
+    assert_eq!(store.project_get(t, id).await.unwrap(), Some(archived));
+    let missing = store.project_archive(t, ProjectId::new(), t2).await;
+    assert!(missing.unwrap().is_none());
+}
+
+async fn projects_and_members_are_tenant_scoped(cx: Ctx) {
+    let store = &*cx.store;
+    let (a, admin_a) = tenant(store, "acme").await;
+    let (b, admin_b) = tenant(store, "beta").await;
+    let pa = project(store, a, admin_a, "Torre").await;
+    let pb = project(store, b, admin_b, "Puente").await;
+    let ana = user(store, a, "ana@acme.mx", Role::Empleado).await;
+    assert!(store.member_add(a, pa, ana, now()).await.unwrap());
+    let original = store.project_get(a, pa).await.unwrap().unwrap();
+
+    assert!(store.project_get(b, pa).await.unwrap().is_none());
+    let patch = ProjectPatch {
+        name: Some(Name::parse("Robado").unwrap()),
+        code: Some(None),
+        address: Some(None),
+    };
+    assert!(
+        store
+            .project_update(b, pa, &patch, now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.project_archive(b, pa, now()).await.unwrap().is_none());
+    assert_eq!(store.project_get(a, pa).await.unwrap(), Some(original));
+    for filter in [
+        all_projects(),
+        ProjectFilter {
+            member: Some(ana),
+            include_archived: true,
+        },
+    ] {
+        let listed: Vec<ProjectId> = store
+            .project_list(b, filter, first(10))
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert!(!listed.contains(&pa), "{filter:?}");
+    }
+    assert!(!store.member_is(b, pa, ana).await.unwrap());
+    assert!(
+        store
+            .member_list(b, pa, first(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!store.member_remove(b, pa, ana).await.unwrap());
+    assert!(store.member_is(a, pa, ana).await.unwrap(), "still a member");
+
+    // No membership can cross tenants, whichever side names the other.
+    assert!(store.member_add(b, pa, ana, now()).await.is_err());
+    assert!(store.member_add(b, pa, admin_b, now()).await.is_err());
+    assert!(store.member_add(a, pa, admin_b, now()).await.is_err());
+    assert!(store.member_add(a, pb, ana, now()).await.is_err());
+    assert!(store.member_add(b, pb, ana, now()).await.is_err());
+    assert!(
+        store
+            .member_list(b, pb, first(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.member_list(a, pa, first(10)).await.unwrap().len(), 1);
+}
+
+async fn members_add_remove_list(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let p = project(store, t, admin, "Torre").await;
+    let other = project(store, t, admin, "Puente").await;
+    let u1 = user(store, t, "u1@acme.mx", Role::Empleado).await;
+    let u2 = user(store, t, "u2@acme.mx", Role::Viewer).await;
+    let u3 = user(store, t, "u3@acme.mx", Role::Supervisor).await;
+
+    assert!(!store.member_is(t, p, u1).await.unwrap());
+    let added_at = now();
+    assert!(store.member_add(t, p, u1, added_at).await.unwrap());
+    assert!(
+        !store.member_add(t, p, u1, now()).await.unwrap(),
+        "idempotent"
+    );
+    assert!(store.member_is(t, p, u1).await.unwrap());
+    assert!(store.member_add(t, p, u2, now()).await.unwrap());
+    assert!(store.member_add(t, p, u3, now()).await.unwrap());
+    assert!(store.member_add(t, other, u1, now()).await.unwrap());
+
+    let rename = UserPatch {
+        name: Some(Name::parse("Uno Renombrado").unwrap()),
+        ..UserPatch::default()
+    };
+    store.user_update(t, u1, &rename, now()).await.unwrap();
+
+    let members = store.member_list(t, p, first(10)).await.unwrap();
+    let users: Vec<UserId> = members.iter().map(|m| m.user_id).collect();
+    assert_eq!(users, [u3, u2, u1], "newest membership first");
+    assert!(members.iter().all(|m| m.project_id == p));
+    assert_eq!(members[0].email, "u3@acme.mx");
+    assert_eq!(members[0].role, Role::Supervisor);
+    assert_eq!(members[1].role, Role::Viewer);
+    assert_eq!(
+        members[2].name, "Uno Renombrado",
+        "the user's current profile"
+    );
+    assert_eq!(members[2].added_at, added_at);
+
+    let page = store.member_list(t, p, first(1)).await.unwrap();
+    assert_eq!(page, members[..2]);
+    let cursor = members[0].membership_id.as_uuid();
+    let rest = store.member_list(t, p, after(5, cursor)).await.unwrap();
+    assert_eq!(rest, members[1..]);
+
+    assert!(store.member_remove(t, p, u2).await.unwrap());
+    assert!(!store.member_remove(t, p, u2).await.unwrap());
+    assert!(!store.member_is(t, p, u2).await.unwrap());
+    assert!(store.member_is(t, other, u1).await.unwrap());
+    let users: Vec<UserId> = store
+        .member_list(t, p, first(10))
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+    assert_eq!(users, [u3, u1]);
+    assert!(
+        store.member_add(t, p, u2, now()).await.unwrap(),
+        "re-adding works"
+    );
+}
+
+async fn session_rotate_then_reuse_revokes_family(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, ana) = tenant(store, "acme").await;
+    let (family, t1) = session(store, t, ana).await;
+    let (_, other) = session(store, t, ana).await;
+
+    let t2 = live_token();
+    let rotated = store.session_rotate(&t1.hash, &t2, now()).await.unwrap();
+    let expected = RotateOutcome::Rotated {
+        tenant_id: t,
+        user_id: ana,
+        family_id: family,
+    };
+    assert_eq!(rotated, expected);
+    let t3 = live_token();
+    assert_eq!(
+        store.session_rotate(&t2.hash, &t3, now()).await.unwrap(),
+        expected
+    );
+
+    // t1 again: someone replayed it, so the whole family goes, t3 included.
+    let reused = RotateOutcome::Reused { family_id: family };
+    assert_eq!(rotate(store, &t1).await, reused);
+    assert_eq!(rotate(store, &t3).await, reused);
+    assert!(
+        is_rotated(&rotate(store, &other).await),
+        "other sessions live on"
+    );
+}
+
+/// Timestamps are compared in SQL; on SQLite they are text, so check the
+/// edges where sqlx's encoding changes shape (whole seconds vs fractions).
+async fn session_expiry_boundaries(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, ana) = tenant(store, "acme").await;
+    let second = Utc::now().trunc_subsecs(0) + TimeDelta::days(1);
+    let ms = TimeDelta::milliseconds;
+    let cases = [
+        (second, second - micros(1), true),
+        (second, second, false),
+        (second, second + micros(1), false),
+        (second + ms(500), second + ms(500) - micros(1), true),
+        (second + ms(500), second + ms(500) + micros(1), false),
+        (second + micros(123_456), second + ms(123), true),
+        (second + ms(123), second + micros(123_001), false),
+        (
+            second + TimeDelta::seconds(1),
+            second + micros(999_999),
+            true,
+        ),
+        (
+            second + micros(999_999),
+            second + TimeDelta::seconds(1),
+            false,
+        ),
+    ];
+    for (expires_at, at, live) in cases {
+        let presented = token(expires_at);
+        store
+            .session_start(t, ana, SessionFamilyId::new(), &presented)
+            .await
+            .unwrap();
+        let outcome = store
+            .session_rotate(&presented.hash, &live_token(), at)
+            .await
+            .unwrap();
+        let expected = if live { "rotated" } else { "expired" };
+        assert_eq!(
+            is_rotated(&outcome),
+            live,
+            "expires {expires_at:?}, presented {at:?}: want {expected}, got {outcome:?}"
+        );
+        if !live {
+            assert_eq!(outcome, RotateOutcome::Expired);
+        }
+    }
+}
+
+async fn session_unknown_and_expired_store_nothing(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, ana) = tenant(store, "acme").await;
+    let unknown = live_token();
+    let next = live_token();
+    let outcome = store
+        .session_rotate(&unknown.hash, &next, now())
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Unknown);
+    assert_eq!(rotate(store, &next).await, RotateOutcome::Unknown);
+
+    let expires = now() + TimeDelta::minutes(1);
+    let presented = token(expires);
+    let family = SessionFamilyId::new();
+    store
+        .session_start(t, ana, family, &presented)
+        .await
+        .unwrap();
+    let next = live_token();
+    let late = expires + TimeDelta::minutes(1);
+    let outcome = store
+        .session_rotate(&presented.hash, &next, late)
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Expired);
+    assert_eq!(rotate(store, &next).await, RotateOutcome::Unknown);
+    // Expired changed nothing: presented in time, the token still rotates.
+    assert_eq!(
+        store
+            .session_rotate(&presented.hash, &live_token(), expires - micros(1))
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated {
+            tenant_id: t,
+            user_id: ana,
+            family_id: family
+        }
+    );
+}
+
+async fn concurrent_rotations_yield_one_winner(cx: Ctx) {
+    let (t, ana) = tenant(&*cx.store, "acme").await;
+    let (family, presented) = session(&*cx.store, t, ana).await;
+    let hash = presented.hash;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&cx.store);
+            tokio::spawn(async move { store.session_rotate(&hash, &live_token(), now()).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| is_rotated(o)).count(),
+        1,
+        "{outcomes:?}"
+    );
+    let reused = RotateOutcome::Reused { family_id: family };
+    assert!(
+        outcomes.iter().all(|o| is_rotated(o) || *o == reused),
+        "{outcomes:?}"
+    );
+}
+
+/// A logout racing a rotation of the same token must not leave the token
+/// the rotation mints alive, whichever commits first.
+async fn concurrent_logout_and_rotation_leave_nothing_live(cx: Ctx) {
+    let (t, ana) = tenant(&*cx.store, "acme").await;
+    for _ in 0..20 {
+        let (_, presented) = session(&*cx.store, t, ana).await;
+        let next = live_token();
+        let (store, hash, minted) = (Arc::clone(&cx.store), presented.hash, next.clone());
+        let rotation =
+            tokio::spawn(async move { store.session_rotate(&hash, &minted, now()).await });
+        let store = Arc::clone(&cx.store);
+        let logout = tokio::spawn(async move { store.session_revoke(&hash, now()).await });
+        rotation.await.unwrap().unwrap();
+        assert!(logout.await.unwrap().unwrap());
+        let after = rotate(&*cx.store, &next).await;
+        assert!(!is_rotated(&after), "{after:?}");
+    }
+}
+
+async fn session_revoke_and_revoke_family(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, ana) = tenant(store, "acme").await;
+    let (f, f1) = session(store, t, ana).await;
+    let f2 = live_token();
+    store.session_rotate(&f1.hash, &f2, now()).await.unwrap();
+    let (g, g1) = session(store, t, ana).await;
+    let (_, h1) = session(store, t, ana).await;
+
+    // Logging out with an already-rotated token still ends its session.
+    assert!(store.session_revoke(&f1.hash, now()).await.unwrap());
+    assert_eq!(
+        rotate(store, &f2).await,
+        RotateOutcome::Reused { family_id: f }
+    );
+    assert!(
+        store.session_revoke(&f2.hash, now()).await.unwrap(),
+        "idempotent"
+    );
+    assert!(
+        !store
+            .session_revoke(&live_token().hash, now())
+            .await
+            .unwrap()
+    );
+
+    store.session_revoke_family(g, now()).await.unwrap();
+    assert_eq!(
+        rotate(store, &g1).await,
+        RotateOutcome::Reused { family_id: g }
+    );
+    store
+        .session_revoke_family(SessionFamilyId::new(), now())
+        .await
+        .unwrap();
+    assert!(
+        is_rotated(&rotate(store, &h1).await),
+        "other sessions live on"
+    );
+}
+
+// ---- Backend-specific -----------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_in_memory_keeps_its_data() {
+    let store = connect("sqlite::memory:", &options()).await.unwrap();
+    tenant(&*store, "acme").await;
+    assert_eq!(store.tenant_count().await.unwrap(), 1);
+    assert_eq!(store.pool_stats().max, 1);
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused() {
+    for url in ["mysql://root@localhost/db", "/var/lib/buildpeer.db", ""] {
+        let err = connect(url, &options()).await.err().unwrap();
+        assert!(matches!(err, DbError::UnsupportedScheme), "{url}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn connection_errors_do_not_reveal_the_password() {
+    let opts = DbOptions {
+        acquire_timeout: Duration::from_secs(2),
+        ..options()
+    };
+    let err = connect("postgres://bp:s3cr3t-pw@127.0.0.1:1/bp", &opts)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, DbError::Connect { .. }), "{err:?}");
+    let mut text = format!("{err:?}");
+    let mut source: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(e) = source {
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    assert!(!text.contains("s3cr3t-pw"), "{text}");
+}
