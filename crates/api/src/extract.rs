@@ -1,12 +1,14 @@
 //! Extractors that turn requests into core inputs and their failures into
 //! problem responses in our own format (axum's rejections are plain text).
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use buildpeer_core::Actor;
 use buildpeer_core::error::{CoreError, FieldError, Invalid};
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -24,7 +26,7 @@ pub struct Json<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -38,15 +40,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(JSON_LIMIT)
-            } else {
-                ApiError::MalformedJson(rejection.body_text())
-            }
-        })?;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+            return Err(ApiError::PayloadTooLarge(JSON_LIMIT));
+        }
+        let bytes = read_limited(req.into_body()).await?;
         parse_json(&bytes).map(Json)
     }
+}
+
+/// An oversized body up to this size is read and thrown away before the 413
+/// goes out: a server that answers while the client is still sending and then
+/// closes makes the client's TCP stack see a reset, and many clients then
+/// report a broken connection instead of our answer. Beyond it, we stop
+/// reading and close; that much garbage is not worth the bandwidth.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        total = total.saturating_add(chunk.len());
+        if total > DRAIN_LIMIT {
+            break;
+        }
+        if total <= JSON_LIMIT {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if total > JSON_LIMIT {
+        return Err(ApiError::PayloadTooLarge(JSON_LIMIT));
+    }
+    Ok(buf.freeze())
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -55,9 +86,12 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = err.path().to_string();
         let inner = err.into_inner();
         match inner.classify() {
-            serde_json::error::Category::Data => {
-                ApiError::Core(CoreError::Validation(vec![field_error(&path, &inner)]))
-            }
+            // A field error found in a document that turns out not to parse
+            // (e.g. a truncated body) is still a malformed document.
+            serde_json::error::Category::Data => match well_formed(bytes) {
+                Ok(()) => ApiError::Core(CoreError::Validation(vec![field_error(&path, &inner)])),
+                Err(syntax) => ApiError::MalformedJson(syntax.to_string()),
+            },
             _ => ApiError::MalformedJson(inner.to_string()),
         }
     })?;
@@ -65,6 +99,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(value)
+}
+
+/// Checks that the bytes are one syntactically valid JSON document.
+fn well_formed(bytes: &[u8]) -> Result<(), serde_json::Error> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map(drop)
 }
 
 /// Names the field a serde data error is about: serde reports unknown and
@@ -184,6 +223,9 @@ mod tests {
         assert_eq!(code(parse_json(br#"{"name":"#)).0, "malformed_json");
         assert_eq!(code(parse_json(br#"{"name":"a"} x"#)).0, "malformed_json");
         assert_eq!(code(parse_json(b"")).0, "malformed_json");
+        // An unknown field ahead of a syntax error: still malformed.
+        assert_eq!(code(parse_json(br#"{"extra":"#)).0, "malformed_json");
+        assert_eq!(code(parse_json(br#"{"extra":1} x"#)).0, "malformed_json");
         assert_eq!(
             code(parse_json(br#"{"name":"a","extra":1}"#)),
             ("validation_failed", vec!["extra:unknown_field".to_owned()])

@@ -10,7 +10,6 @@ mod telemetry;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use buildpeer_core::Service;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -126,7 +125,6 @@ fn router(service: Service, metrics: PrometheusHandle) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .route_layer(axum::middleware::from_fn(telemetry::mark_route))
-        .layer(DefaultBodyLimit::max(extract::JSON_LIMIT))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 tracing::error!("request handler panicked");

@@ -128,9 +128,10 @@ fn jwt_secret(config: &Config) -> anyhow::Result<SecretSlice<u8>> {
     let mut raw = [0u8; 32];
     rand::Rng::fill(&mut rand::rng(), &mut raw);
     let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    // Write to a temp file and rename, so a crash never leaves half a key and
-    // two processes starting at once agree on one (the second rename wins
-    // before either serves a request, and both re-read below).
+    // Write a temp file, then hard-link it into place: the link fails if the
+    // file exists, so when two processes start at once on one data dir the
+    // first one's key wins and both read it back below; a crash never leaves
+    // half a key under the real name.
     let tmp = config
         .data_dir
         .join(format!("jwt_secret.{}.tmp", std::process::id()));
@@ -145,8 +146,13 @@ fn jwt_secret(config: &Config) -> anyhow::Result<SecretSlice<u8>> {
         f.write_all(hex.as_bytes())?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, &path)?;
-    tracing::info!(path = %path.display(), "generated a JWT signing secret");
+    let linked = std::fs::hard_link(&tmp, &path);
+    std::fs::remove_file(&tmp)?;
+    match linked {
+        Ok(()) => tracing::info!(path = %path.display(), "generated a JWT signing secret"),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),
+    }
     let s = std::fs::read_to_string(&path)?;
     Ok(SecretSlice::from(s.trim().as_bytes().to_vec()))
 }

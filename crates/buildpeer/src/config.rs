@@ -15,7 +15,11 @@ use secrecy::{ExposeSecret, SecretString};
     about = "BuildPeer: multi-tenant uploads and media processing for construction companies",
     long_about = "BuildPeer: multi-tenant uploads and media processing for construction companies.\n\n\
         Every flag can also be set through the BUILDPEER_* environment variable shown next to it.\n\
-        With no configuration, `buildpeer serve` runs on SQLite and files under ./data."
+        With no configuration, `buildpeer serve` runs on SQLite and files under ./data.",
+    after_help = "Environment: BUILDPEER_LISTEN, BUILDPEER_DATA_DIR, BUILDPEER_DATABASE_URL, \
+        BUILDPEER_DB_MAX_CONNECTIONS, BUILDPEER_JWT_SECRET, BUILDPEER_LOG_FORMAT, BUILDPEER_LOG, \
+        BUILDPEER_NO_BOOTSTRAP, BUILDPEER_SHUTDOWN_TIMEOUT, BUILDPEER_ADMIN_PASSWORD \
+        (see `buildpeer <COMMAND> --help`)."
 )]
 pub struct Cli {
     #[command(subcommand)]

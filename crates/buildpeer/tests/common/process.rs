@@ -1,0 +1,200 @@
+//! The compiled `buildpeer` binary as a child process: `serve` with its JSON
+//! log lines collected from stdout, and one-shot commands with their output.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_buildpeer");
+/// How long a command or a log line is waited for.
+pub const WAIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(20);
+
+/// The binary with no `BUILDPEER_*` variable inherited from the test
+/// runner's environment.
+pub fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BUILDPEER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// Runs a one-shot command to completion (within [`WAIT`]).
+pub async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = command();
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    tokio::time::timeout(WAIT, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("buildpeer {args:?} did not finish in {WAIT:?}"))
+        .expect("running buildpeer")
+}
+
+/// Environment for `serve` on a SQLite data dir, JSON logs, a port of the
+/// kernel's choosing (read back from the `listening` log line).
+pub fn serve_env(data_dir: &Path) -> Vec<(String, String)> {
+    vec![
+        (
+            "BUILDPEER_DATA_DIR".to_owned(),
+            data_dir.display().to_string(),
+        ),
+        ("BUILDPEER_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("BUILDPEER_LOG_FORMAT".to_owned(), "json".to_owned()),
+    ]
+}
+
+/// A running `buildpeer serve`; killed if still running when dropped.
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    /// Every stdout line so far.
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn spawn(args: &[&str], env: &[(String, String)]) -> Self {
+        let mut cmd = command();
+        cmd.arg("serve")
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning buildpeer serve");
+        let pid = child.id().expect("pid");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout_pipe = child.stdout.take().expect("stdout");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        collect(stdout_pipe, Arc::clone(&lines));
+        collect(stderr_pipe, Arc::clone(&stderr));
+        Self {
+            child,
+            pid,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The stdout lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// The stdout lines so far, each parsed as JSON (failing on any that is not).
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    fn diagnostics(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.lines().join("\n"),
+            self.stderr.lock().expect("stderr").join("\n")
+        )
+    }
+
+    /// Polls the log until a JSON line satisfies `pred`.
+    pub async fn wait_for_log(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let found = self
+                .lines()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| pred(v));
+            if let Some(v) = found {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line {what} within {WAIT:?}\n{}",
+                self.diagnostics()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits for the `listening` line and returns the bound address.
+    pub async fn wait_listening(&self) -> SocketAddr {
+        let line = self
+            .wait_for_log("listening", |v| v["message"] == "listening")
+            .await;
+        line["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line}"))
+    }
+
+    /// Sends SIGTERM to this process (by its pid).
+    pub fn sigterm(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid);
+    }
+
+    /// Waits for the process to exit, within `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.expect("waiting for buildpeer"),
+            Err(_) => panic!(
+                "buildpeer did not exit within {timeout:?}\n{}",
+                self.diagnostics()
+            ),
+        }
+    }
+
+    /// SIGTERM, then a clean exit within a few seconds.
+    pub async fn stop(&mut self) {
+        self.sigterm();
+        let status = self.wait_exit(Duration::from_secs(10)).await;
+        assert!(
+            status.success(),
+            "exit status {status}\n{}",
+            self.diagnostics()
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Only this child, by its own handle; a no-op once it has exited.
+        let _ = self.child.start_kill();
+    }
+}
+
+fn collect<R>(pipe: R, into: Arc<Mutex<Vec<String>>>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(mut v) = into.lock() {
+                v.push(line);
+            }
+        }
+    });
+}
