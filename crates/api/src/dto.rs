@@ -4,6 +4,8 @@
 
 use buildpeer_core::model::{Member, Project, Role, User};
 use buildpeer_core::pagination::Page;
+use buildpeer_core::service::UploadInstructions;
+use buildpeer_core::upload::{Upload, UploadStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -221,4 +223,200 @@ pub struct ProjectListParams {
     pub cursor: Option<String>,
     /// Include archived projects (default false).
     pub include_archived: Option<bool>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitiateUploadRequest {
+    /// The name on the user's device; stored as metadata only.
+    pub filename: String,
+    /// JPEG, PNG, WebP, HEIC/HEIF, GIF, TIFF or PDF.
+    pub content_type: String,
+    /// Exact size in bytes; the signed URLs bind it.
+    pub size: u64,
+    /// SHA-256 of the file, lowercase hex: lets a re-sent photo be recognised.
+    pub sha256: Option<String>,
+}
+
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum UploadStatusDto {
+    Pending,
+    Uploaded,
+    Processing,
+    Completed,
+    Failed,
+    Expired,
+}
+
+impl From<UploadStatus> for UploadStatusDto {
+    fn from(s: UploadStatus) -> Self {
+        match s {
+            UploadStatus::Pending => Self::Pending,
+            UploadStatus::Uploaded => Self::Uploaded,
+            UploadStatus::Processing => Self::Processing,
+            UploadStatus::Completed => Self::Completed,
+            UploadStatus::Failed => Self::Failed,
+            UploadStatus::Expired => Self::Expired,
+        }
+    }
+}
+
+/// Why an upload failed.
+#[derive(Serialize, ToSchema)]
+pub struct UploadErrorDto {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UploadDto {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub status: UploadStatusDto,
+    pub filename: String,
+    /// The type recorded at initiation (normalised).
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: Option<String>,
+    pub uploaded_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the bytes were confirmed in storage.
+    pub uploaded_at: Option<DateTime<Utc>>,
+    /// When the signed upload URLs stop working (pending uploads).
+    pub expires_at: DateTime<Utc>,
+    /// Set while the upload is in the trash.
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub error: Option<UploadErrorDto>,
+}
+
+impl From<Upload> for UploadDto {
+    fn from(u: Upload) -> Self {
+        Self {
+            id: u.id.as_uuid(),
+            project_id: u.project_id.as_uuid(),
+            status: u.status.into(),
+            filename: u.filename,
+            content_type: u.content_type,
+            size: u.size,
+            sha256: u.sha256,
+            uploaded_by: u.uploaded_by.as_uuid(),
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            uploaded_at: u.uploaded_at,
+            expires_at: u.expires_at,
+            deleted_at: u.deleted_at,
+            error: u.failure.map(|f| UploadErrorDto {
+                code: f.code,
+                message: f.message,
+            }),
+        }
+    }
+}
+
+/// One signed part URL of a multipart upload.
+#[derive(Serialize, ToSchema)]
+pub struct PartUrlDto {
+    pub number: u32,
+    pub url: String,
+    /// The exact `Content-Length` this part must have.
+    pub size: u64,
+}
+
+/// How to send the bytes: one signed PUT, or signed PUTs per part.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "method")]
+pub enum UploadInstructionsDto {
+    #[serde(rename = "PUT")]
+    Put {
+        url: String,
+        /// Send exactly these headers with the PUT.
+        headers: std::collections::BTreeMap<String, String>,
+        expires_at: DateTime<Utc>,
+    },
+    #[serde(rename = "MULTIPART")]
+    Multipart {
+        part_size: u64,
+        parts: Vec<PartUrlDto>,
+        expires_at: DateTime<Utc>,
+    },
+}
+
+impl From<UploadInstructions> for UploadInstructionsDto {
+    fn from(i: UploadInstructions) -> Self {
+        match i {
+            UploadInstructions::Put(url) => Self::Put {
+                url: url.url,
+                headers: url.headers.into_iter().collect(),
+                expires_at: url.expires_at,
+            },
+            UploadInstructions::Multipart {
+                part_size,
+                parts,
+                expires_at,
+            } => Self::Multipart {
+                part_size,
+                parts: parts
+                    .into_iter()
+                    .map(|(number, url)| PartUrlDto {
+                        number,
+                        size: url
+                            .headers
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                            .and_then(|(_, v)| v.parse().ok())
+                            .unwrap_or(part_size),
+                        url: url.url,
+                    })
+                    .collect(),
+                expires_at,
+            },
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InitiatedUploadDto {
+    #[serde(flatten)]
+    pub upload: UploadDto,
+    /// Absent when there is nothing to send (de-duplicated, or no longer pending).
+    #[serde(rename = "upload", skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<UploadInstructionsDto>,
+    /// `true` when the same photo was already uploaded: this is that upload.
+    pub deduplicated: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompletedPartDto {
+    pub number: u32,
+    /// The `ETag` header storage returned for the part.
+    pub etag: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteUploadRequest {
+    /// Multipart uploads only: every part with the ETag storage returned.
+    pub parts: Option<Vec<CompletedPartDto>>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UploadListParams {
+    /// 1 to 100; default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// PENDING, UPLOADED, PROCESSING, COMPLETED, FAILED or EXPIRED.
+    pub status: Option<String>,
+    /// A user id.
+    pub uploaded_by: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// List the trash instead (default false).
+    pub deleted: Option<bool>,
 }

@@ -4,6 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use buildpeer_core::blob::BlobError;
 use buildpeer_core::error::{CoreError, FieldError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -52,6 +53,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the request handler panicked")]
     Panic,
+    /// From the local blob endpoint.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
 }
 
 impl ApiError {
@@ -63,7 +67,14 @@ impl ApiError {
                 CoreError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
                 CoreError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
                 CoreError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+                CoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                CoreError::UnsupportedType(_) => {
+                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type")
+                }
                 CoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                CoreError::StorageUnavailable(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+                }
                 CoreError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
@@ -74,6 +85,15 @@ impl ApiError {
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Panic => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Blob(e) => match e {
+                BlobError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                BlobError::Denied(code) => (StatusCode::FORBIDDEN, code),
+                BlobError::InvalidParts(_) => (StatusCode::BAD_REQUEST, "invalid_parts"),
+                BlobError::Unavailable(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+                }
+                BlobError::Other(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
         }
     }
 }

@@ -12,6 +12,10 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::routing::get;
 use buildpeer_core::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -79,6 +83,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
             routes::projects::add_member,
             routes::projects::remove_member
         ))
+        .routes(routes!(routes::uploads::initiate, routes::uploads::list))
+        .routes(routes!(routes::uploads::complete))
+        .routes(routes!(routes::uploads::get, routes::uploads::trash))
+        .routes(routes!(routes::uploads::content))
+        .routes(routes!(routes::uploads::restore))
 }
 
 /// The OpenAPI 3.1 document, generated from the handlers' annotations.
@@ -97,16 +106,68 @@ impl Api {
     }
 
     /// Serves until `shutdown` completes; then stops accepting and returns
-    /// once in-flight requests are done.
+    /// once in-flight requests are done (idle connections are closed, busy
+    /// ones after their current response).
+    ///
+    /// This is `axum::serve` with one setting it does not expose: the cap on
+    /// an HTTP/1 connection's read buffer (see [`READ_BUFFER_MAX`]).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.0)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().max_buf_size(READ_BUFFER_MAX);
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        accept_error(e).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let service = TowerToHyperService::new(self.0.clone());
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::trace!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
     }
+}
+
+/// The most an HTTP/1 connection buffers from its socket (hyper's default is
+/// about 400 KiB). Each buffer becomes a request body chunk that stays
+/// allocated until storage has written it, so with many uploads at once this
+/// sets most of the memory they take; 64 KiB chunks still keep the disk busy.
+const READ_BUFFER_MAX: usize = 64 * 1024;
+
+/// As `axum::serve` (and hyper 0.14 before it) handles a failed accept: a
+/// connection that went away before it was accepted is nothing; anything else
+/// (such as too many open files) is logged, and accepting pauses a second so
+/// that connections can close rather than the loop spin.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept error");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
 fn router(service: Service, metrics: PrometheusHandle) -> Router {
@@ -122,6 +183,10 @@ fn router(service: Service, metrics: PrometheusHandle) -> Router {
         .route("/metrics", get(routes::ops::metrics))
         .route("/openapi.json", get(routes::ops::openapi))
         .route("/docs", get(routes::ops::docs))
+        .route(
+            "/v1/blobs/{*key}",
+            get(routes::blobs::handle).put(routes::blobs::handle),
+        )
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .route_layer(axum::middleware::from_fn(telemetry::mark_route))

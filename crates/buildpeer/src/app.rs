@@ -12,11 +12,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use buildpeer_core::Service;
 use buildpeer_core::auth::TokenKeys;
+use buildpeer_core::blob::BlobStore;
 use buildpeer_core::clock::SystemClock;
 use buildpeer_core::ports::MetadataStore;
-use buildpeer_core::service::Bootstrap;
+use buildpeer_core::service::{Bootstrap, Deps};
 use buildpeer_db::DbOptions;
+use buildpeer_storage::StorageOptions;
 use secrecy::{ExposeSecret, SecretSlice};
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, DatabaseConfig};
@@ -28,6 +31,7 @@ pub struct App {
     api: buildpeer_api::Api,
     service: Service,
     shutdown_timeout: Duration,
+    sweep_interval: Duration,
 }
 
 /// Connects to the metadata store and brings its schema up to date.
@@ -48,24 +52,67 @@ pub async fn connect_store(
         .context("connecting to the database")
 }
 
+/// Opens object storage: the configured URL, or the local store under the
+/// data dir. Local signed links are keyed from the JWT secret, so replicas
+/// that share one (as they must) accept each other's links.
+pub async fn open_blobs(
+    storage_url: Option<&str>,
+    data_dir: &Path,
+    public_url: String,
+    secret: &SecretSlice<u8>,
+) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let url = storage_url
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("file:{}", data_dir.join("blobs").display()));
+    let mut h = Sha256::new();
+    h.update(b"buildpeer local blob signing v1\0");
+    h.update(secret.expose_secret());
+    let opts = StorageOptions {
+        public_url,
+        signing_key: SecretSlice::from(h.finalize().to_vec()),
+        data_dir: data_dir.to_owned(),
+    };
+    buildpeer_storage::open(&url, &opts)
+        .await
+        .context("opening object storage")
+}
+
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = connect_store(&config.database, &config.data_dir).await?;
         let secret = jwt_secret(&config)?;
         let keys = TokenKeys::new(&secret).context("JWT secret")?;
-        let service = Service::new(store, Arc::new(SystemClock), keys);
-        if config.bootstrap {
-            bootstrap(&service).await?;
-        }
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let public_url = match &config.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        let blobs = open_blobs(
+            config.storage_url.as_deref(),
+            &config.data_dir,
+            public_url,
+            &secret,
+        )
+        .await?;
+        let service = Service::new(Deps {
+            store,
+            blobs,
+            clock: Arc::new(SystemClock),
+            tokens: keys,
+            uploads: config.uploads.clone(),
+        });
+        if config.bootstrap {
+            bootstrap(&service).await?;
+        }
         let api = buildpeer_api::Api::new(service.clone(), telemetry::metrics_handle()?);
         Ok(Self {
             listener,
             api,
             service,
             shutdown_timeout: config.shutdown_timeout,
+            sweep_interval: config.sweep_interval,
         })
     }
 
@@ -88,6 +135,7 @@ impl App {
                 tracing::warn!(error = %e, "warm-up failed");
             }
         });
+        let sweeper = tokio::spawn(sweep_forever(self.service.clone(), self.sweep_interval));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = self.api.serve(self.listener, async move {
             shutdown.await;
@@ -107,8 +155,31 @@ impl App {
             result = server => result.context("serving HTTP")?,
             () = deadline => tracing::warn!(?timeout, "shutdown timeout: abandoning in-flight requests"),
         }
+        sweeper.abort();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Expires stale pending uploads and purges the trash, every `interval`.
+/// Every replica runs it; the store hands each due upload to one of them.
+async fn sweep_forever(service: Service, interval: Duration) {
+    const BATCH: u32 = 500;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            match service.sweep(BATCH).await {
+                // A full batch means there may be more right away.
+                Ok(r) if r.expired as u32 == BATCH || r.purged as u32 == BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep failed; retrying next interval");
+                    break;
+                }
+            }
+        }
     }
 }
 

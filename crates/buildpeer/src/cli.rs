@@ -6,12 +6,15 @@ use anyhow::Context as _;
 use buildpeer_core::Service;
 use buildpeer_core::auth::TokenKeys;
 use buildpeer_core::clock::SystemClock;
-use buildpeer_core::service::CreateTenantInput;
+use buildpeer_core::ports::TenantLimits;
+use buildpeer_core::service::{CreateTenantInput, Deps, UploadSettings};
 use secrecy::{ExposeSecret, SecretSlice};
 use std::sync::Arc;
 
 use crate::app::{self, App};
-use crate::config::{Cli, Command, CommonArgs, Config, DatabaseConfig, TenantCommand};
+use crate::config::{
+    Cli, Command, CommonArgs, Config, DatabaseConfig, TenantCommand, TenantLimitsArgs, parse_size,
+};
 use crate::telemetry::{self, Sink};
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -19,6 +22,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(a) => (&a.common, "buildpeer-api", Sink::Stdout),
         Command::Migrate(c) => (c, "buildpeer", Sink::Stderr),
         Command::Tenant(TenantCommand::Create(a)) => (&a.common, "buildpeer", Sink::Stderr),
+        Command::Tenant(TenantCommand::Limits(a)) => (&a.common, "buildpeer", Sink::Stderr),
     };
     if let Err(e) = telemetry::init_logging(common.log_format, &common.log, service, sink) {
         eprintln!("buildpeer: {e:#}");
@@ -28,6 +32,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(Config::from_serve_args(&args)).await,
         Command::Migrate(args) => migrate(&args).await,
         Command::Tenant(TenantCommand::Create(args)) => create_tenant(args).await,
+        Command::Tenant(TenantCommand::Limits(args)) => tenant_limits(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,18 +54,31 @@ async fn migrate(args: &CommonArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_tenant(args: crate::config::TenantCreateArgs) -> anyhow::Result<()> {
-    let store = app::connect_store(
-        &DatabaseConfig::from_args(&args.common),
-        &args.common.data_dir,
-    )
-    .await?;
-    // Creating a tenant signs no token: a random key that dies with the
-    // process stands in for the server's.
+/// The use-cases for an operator command. It signs nothing, so random keys
+/// that die with the process stand in for the server's.
+async fn operator_service(common: &CommonArgs) -> anyhow::Result<Service> {
+    let store = app::connect_store(&DatabaseConfig::from_args(common), &common.data_dir).await?;
     let mut key = vec![0u8; TokenKeys::MIN_SECRET_LEN];
     rand::Rng::fill(&mut rand::rng(), key.as_mut_slice());
-    let keys = TokenKeys::new(&SecretSlice::from(key)).context("token keys")?;
-    let service = Service::new(store, Arc::new(SystemClock), keys);
+    let key = SecretSlice::from(key);
+    let blobs = app::open_blobs(
+        common.storage_url.as_deref(),
+        &common.data_dir,
+        "http://127.0.0.1".to_owned(),
+        &key,
+    )
+    .await?;
+    Ok(Service::new(Deps {
+        store,
+        blobs,
+        clock: Arc::new(SystemClock),
+        tokens: TokenKeys::new(&key).context("token keys")?,
+        uploads: UploadSettings::default(),
+    }))
+}
+
+async fn create_tenant(args: crate::config::TenantCreateArgs) -> anyhow::Result<()> {
+    let service = operator_service(&args.common).await?;
     let (tenant, admin) = service
         .create_tenant(CreateTenantInput {
             slug: args.slug,
@@ -76,6 +94,27 @@ async fn create_tenant(args: crate::config::TenantCreateArgs) -> anyhow::Result<
     {
         println!("{out}");
     }
+    Ok(())
+}
+
+async fn tenant_limits(args: TenantLimitsArgs) -> anyhow::Result<()> {
+    let size = |s: &str| -> anyhow::Result<Option<u64>> {
+        if s.eq_ignore_ascii_case("default") {
+            Ok(None)
+        } else {
+            parse_size(s).map(Some).map_err(anyhow::Error::msg)
+        }
+    };
+    let limits = TenantLimits {
+        max_upload_bytes: size(&args.max_upload_size)?,
+        quota_bytes: size(&args.quota)?,
+    };
+    let service = operator_service(&args.common).await?;
+    service
+        .set_tenant_limits(&args.slug, limits)
+        .await
+        .map_err(describe)?;
+    tracing::info!(slug = %args.slug, ?limits, "tenant limits set");
     Ok(())
 }
 

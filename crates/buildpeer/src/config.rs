@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use buildpeer_core::service::UploadSettings;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -18,8 +19,10 @@ use secrecy::{ExposeSecret, SecretString};
         With no configuration, `buildpeer serve` runs on SQLite and files under ./data.",
     after_help = "Environment: BUILDPEER_LISTEN, BUILDPEER_DATA_DIR, BUILDPEER_DATABASE_URL, \
         BUILDPEER_DB_MAX_CONNECTIONS, BUILDPEER_JWT_SECRET, BUILDPEER_LOG_FORMAT, BUILDPEER_LOG, \
-        BUILDPEER_NO_BOOTSTRAP, BUILDPEER_SHUTDOWN_TIMEOUT, BUILDPEER_ADMIN_PASSWORD \
-        (see `buildpeer <COMMAND> --help`)."
+        BUILDPEER_NO_BOOTSTRAP, BUILDPEER_SHUTDOWN_TIMEOUT, BUILDPEER_ADMIN_PASSWORD, \
+        BUILDPEER_STORAGE_URL, BUILDPEER_PUBLIC_URL, BUILDPEER_MAX_UPLOAD_SIZE, BUILDPEER_TENANT_QUOTA, \
+        BUILDPEER_MULTIPART_THRESHOLD, BUILDPEER_UPLOAD_URL_TTL, BUILDPEER_TRASH_RETENTION_DAYS, \
+        BUILDPEER_SWEEP_INTERVAL (see `buildpeer <COMMAND> --help`)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -41,6 +44,23 @@ pub enum Command {
 pub enum TenantCommand {
     /// Create a tenant and its first admin; prints {"tenant_id", "admin_user_id"} as JSON.
     Create(TenantCreateArgs),
+    /// Set a tenant's upload limits (overriding the service-wide defaults).
+    Limits(TenantLimitsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TenantLimitsArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[arg(long)]
+    pub slug: String,
+    /// Largest file of one upload, e.g. 1GiB; `default` for the service-wide default.
+    #[arg(long, default_value = "default")]
+    pub max_upload_size: String,
+    /// Storage quota, e.g. 100GiB; `default` for the service-wide default.
+    #[arg(long, default_value = "default")]
+    pub quota: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,6 +88,11 @@ pub struct CommonArgs {
     #[arg(long, env = "BUILDPEER_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 
+    /// Object storage: file:PATH (default: DATA_DIR/blobs) or
+    /// s3://BUCKET?endpoint=URL&region=R (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "BUILDPEER_STORAGE_URL", hide_env_values = true)]
+    pub storage_url: Option<String>,
+
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,buildpeer_api=debug`).
     #[arg(long, env = "BUILDPEER_LOG", default_value = "info,sqlx=warn")]
     pub log: String,
@@ -94,6 +119,79 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM or SIGINT.
     #[arg(long, env = "BUILDPEER_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+
+    /// Base URL clients reach this service at; the local store's signed links
+    /// start with it. Default: http:// and the listen address.
+    #[arg(long, env = "BUILDPEER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    #[command(flatten)]
+    pub uploads: UploadArgs,
+}
+
+/// Upload limits and timings.
+#[derive(Debug, Clone, Args)]
+pub struct UploadArgs {
+    /// Largest file one upload may have (per tenant unless `tenant limits` overrides), e.g. 5GiB.
+    #[arg(long, env = "BUILDPEER_MAX_UPLOAD_SIZE", default_value = "5GiB", value_parser = parse_size)]
+    pub max_upload_size: u64,
+
+    /// Storage quota per tenant, e.g. 500GiB. Unset: no quota.
+    #[arg(long, env = "BUILDPEER_TENANT_QUOTA", value_parser = parse_size)]
+    pub tenant_quota: Option<u64>,
+
+    /// Files above this size upload in parts (multipart), e.g. 64MiB.
+    #[arg(long, env = "BUILDPEER_MULTIPART_THRESHOLD", default_value = "64MiB", value_parser = parse_size)]
+    pub multipart_threshold: u64,
+
+    /// Seconds the signed upload URLs of a pending upload work.
+    #[arg(long, env = "BUILDPEER_UPLOAD_URL_TTL", default_value_t = 3600)]
+    pub upload_url_ttl: u64,
+
+    /// Days a deleted upload stays in the trash before it is purged.
+    #[arg(long, env = "BUILDPEER_TRASH_RETENTION_DAYS", default_value_t = 30)]
+    pub trash_retention_days: u32,
+
+    /// Seconds between sweeps that expire stale pending uploads and purge the trash.
+    #[arg(long, env = "BUILDPEER_SWEEP_INTERVAL", default_value_t = 60)]
+    pub sweep_interval: u64,
+}
+
+impl UploadArgs {
+    pub fn settings(&self) -> UploadSettings {
+        UploadSettings {
+            multipart_threshold: self.multipart_threshold,
+            upload_url_ttl: chrono::Duration::seconds(
+                i64::try_from(self.upload_url_ttl).unwrap_or(i64::MAX / 1000),
+            ),
+            max_upload_bytes: self.max_upload_size,
+            quota_bytes: self.tenant_quota,
+            trash_retention: chrono::Duration::days(i64::from(self.trash_retention_days)),
+            ..UploadSettings::default()
+        }
+    }
+}
+
+/// `1048576`, `512KiB`, `64MiB`, `5GiB`, `2TiB` (also KB/MB/GB/TB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(format!("unknown size unit in {s:?}")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -148,6 +246,12 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database: DatabaseConfig,
+    /// `None`: the local store under the data dir.
+    pub storage_url: Option<String>,
+    /// `None`: `http://` and the bound address.
+    pub public_url: Option<String>,
+    pub uploads: UploadSettings,
+    pub sweep_interval: Duration,
     pub jwt_secret: Option<SecretString>,
     pub bootstrap: bool,
     pub shutdown_timeout: Duration,
@@ -159,6 +263,10 @@ impl Config {
             listen: args.listen,
             data_dir: args.common.data_dir.clone(),
             database: DatabaseConfig::from_args(&args.common),
+            storage_url: args.common.storage_url.clone(),
+            public_url: args.public_url.clone(),
+            uploads: args.uploads.settings(),
+            sweep_interval: Duration::from_secs(args.uploads.sweep_interval.max(1)),
             jwt_secret: args.jwt_secret.clone(),
             bootstrap: !args.no_bootstrap,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
@@ -177,6 +285,10 @@ impl Config {
                 )),
                 max_connections: 10,
             },
+            storage_url: None,
+            public_url: None,
+            uploads: UploadSettings::default(),
+            sweep_interval: Duration::from_secs(60),
             jwt_secret: None,
             bootstrap: true,
             shutdown_timeout: Duration::from_secs(30),
@@ -209,6 +321,17 @@ mod tests {
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains("super-secret"), "{debug}");
         assert!(!config.database.is_sqlite());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("5 GiB"), Ok(5 << 30));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
     }
 
     #[test]

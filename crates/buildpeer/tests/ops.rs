@@ -135,6 +135,11 @@ async fn openapi_and_docs(backend: Backend) {
         ("/v1/projects/{id}", &["get", "patch", "delete"]),
         ("/v1/projects/{id}/members", &["get"]),
         ("/v1/projects/{id}/members/{user_id}", &["put", "delete"]),
+        ("/v1/projects/{id}/uploads", &["get", "post"]),
+        ("/v1/uploads/{id}", &["get", "delete"]),
+        ("/v1/uploads/{id}/complete", &["post"]),
+        ("/v1/uploads/{id}/content", &["get"]),
+        ("/v1/uploads/{id}/restore", &["post"]),
     ];
     for (path, methods) in expected {
         let item = paths
@@ -166,6 +171,10 @@ async fn openapi_and_docs(backend: Backend) {
         "ProjectDto",
         "MemberDto",
         "TokenResponse",
+        "UploadDto",
+        "InitiatedUploadDto",
+        "UploadInstructionsDto",
+        "CompleteUploadRequest",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

@@ -5,6 +5,8 @@ use std::error::Error as StdError;
 
 use serde::Serialize;
 
+use crate::blob::BlobError;
+
 /// Why one input value was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
@@ -89,8 +91,16 @@ pub enum CoreError {
     /// The request clashes with the current state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
-    #[error("a dependency is unavailable")]
+    /// The file is larger than the tenant may store in one upload.
+    #[error("the file exceeds the maximum upload size of {max} bytes")]
+    TooLarge { max: u64 },
+    /// The declared media type is not on the allowlist.
+    #[error("{0}")]
+    UnsupportedType(String),
+    #[error("the metadata store is unavailable")]
     Unavailable(#[source] StoreError),
+    #[error("object storage is unavailable")]
+    StorageUnavailable(#[source] BlobError),
     #[error("internal error")]
     Internal(#[source] Box<dyn StdError + Send + Sync>),
 }
@@ -116,6 +126,17 @@ impl From<StoreError> for CoreError {
             }
             e @ StoreError::Unavailable(_) => CoreError::Unavailable(e),
             StoreError::Other(e) => CoreError::Internal(e),
+        }
+    }
+}
+
+impl From<BlobError> for CoreError {
+    /// For blob errors a use-case has no better answer for.
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::NotFound => CoreError::NotFound,
+            e @ BlobError::Unavailable(_) => CoreError::StorageUnavailable(e),
+            e => CoreError::Internal(Box::new(e)),
         }
     }
 }

@@ -76,3 +76,11 @@ id_type!(
     /// A login session: every refresh token rotated from one login shares it.
     SessionFamilyId
 );
+id_type!(
+    /// One uploaded (or being uploaded) file.
+    UploadId
+);
+id_type!(
+    /// One job of the processing queue.
+    JobId
+);

@@ -3,6 +3,7 @@
 //! use-cases over them. It knows no HTTP, no SQL and no file system.
 
 pub mod auth;
+pub mod blob;
 pub mod clock;
 pub mod error;
 pub mod ids;
@@ -11,6 +12,7 @@ pub mod pagination;
 pub mod policy;
 pub mod ports;
 pub mod service;
+pub mod upload;
 
 pub use error::{CoreError, StoreError};
 pub use service::{Actor, Service};

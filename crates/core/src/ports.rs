@@ -10,12 +10,14 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::blob::ObjectKey;
 use crate::error::StoreError;
-use crate::ids::{ProjectId, RefreshTokenId, SessionFamilyId, TenantId, UserId};
+use crate::ids::{JobId, ProjectId, RefreshTokenId, SessionFamilyId, TenantId, UploadId, UserId};
 use crate::model::{
     Address, Email, Member, Name, Project, ProjectCode, Role, Slug, Tenant, User, UserCredentials,
 };
 use crate::pagination::PageRequest;
+use crate::upload::{ContentType, Filename, Sha256Hex, Transfer, Upload, UploadStatus};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -106,15 +108,19 @@ pub struct PoolStats {
     pub max: u32,
 }
 
-/// The metadata store: tenants, users, projects, memberships and sessions.
+/// The metadata store: one database behind small capability traits.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
+pub trait MetadataStore: AccountStore + UploadStore + 'static {
     /// `"sqlite"` or `"postgres"`, for logs and metrics.
     fn backend(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;
     /// Succeeds when the database answers a trivial query.
     async fn ping(&self) -> StoreResult<()>;
+}
 
+/// Tenants, users, projects, memberships and sessions.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
     // Tenants (the root of ownership; not tenant-scoped themselves).
     async fn tenant_count(&self) -> StoreResult<u64>;
     /// Writes the tenant and its first user in one transaction.
@@ -232,4 +238,154 @@ pub trait MetadataStore: Send + Sync + 'static {
         family: SessionFamilyId,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+}
+
+/// A new upload, as initiated.
+#[derive(Debug, Clone)]
+pub struct NewUpload {
+    pub id: UploadId,
+    pub project_id: ProjectId,
+    pub uploaded_by: UserId,
+    pub filename: Filename,
+    pub content_type: ContentType,
+    pub size: u64,
+    pub sha256: Option<Sha256Hex>,
+    pub object_key: ObjectKey,
+    pub transfer: Transfer,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An `Idempotency-Key` with a digest of the request it first came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateUpload {
+    Created(Upload),
+    /// The uploader used this idempotency key before; `same_request` tells
+    /// whether with the same request digest.
+    Replayed {
+        upload: Upload,
+        same_request: bool,
+    },
+}
+
+/// Filters of the project upload list; every field narrows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadFilter {
+    pub status: Option<UploadStatus>,
+    pub uploaded_by: Option<UserId>,
+    /// Created at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Created before.
+    pub to: Option<DateTime<Utc>>,
+    /// List the trash instead of the live uploads.
+    pub deleted: bool,
+}
+
+/// A job for the processing queue, written with the state change that causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub id: JobId,
+    pub kind: &'static str,
+    /// JSON.
+    pub payload: String,
+    pub max_attempts: u32,
+    pub run_at: DateTime<Utc>,
+    /// W3C `traceparent` of the request that enqueued it.
+    pub trace_context: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Per-tenant upload limits; `None` means the service-wide default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantLimits {
+    pub max_upload_bytes: Option<u64>,
+    pub quota_bytes: Option<u64>,
+}
+
+/// Uploads, their idempotency keys, and the jobs their transitions enqueue.
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    async fn tenant_limits(&self, tenant: TenantId) -> StoreResult<TenantLimits>;
+    async fn tenant_set_limits(&self, tenant: TenantId, limits: TenantLimits) -> StoreResult<()>;
+
+    /// Writes the upload and, when given, its idempotency key in one
+    /// transaction. If the uploader already used that key, nothing is written
+    /// and the earlier upload comes back as `Replayed`.
+    async fn upload_create(
+        &self,
+        tenant: TenantId,
+        upload: &NewUpload,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<CreateUpload>;
+    async fn upload_get(&self, tenant: TenantId, id: UploadId) -> StoreResult<Option<Upload>>;
+    /// The newest live upload of this project and uploader with this declared
+    /// SHA-256 whose bytes are stored (`UploadStatus::has_bytes`).
+    async fn upload_find_duplicate(
+        &self,
+        tenant: TenantId,
+        project: ProjectId,
+        uploaded_by: UserId,
+        sha256: &Sha256Hex,
+    ) -> StoreResult<Option<Upload>>;
+    /// Bytes the tenant's uploads occupy or have reserved: every upload but
+    /// the expired ones (trashed uploads count until purged).
+    async fn upload_usage(&self, tenant: TenantId) -> StoreResult<u64>;
+    /// Newest first.
+    async fn upload_list(
+        &self,
+        tenant: TenantId,
+        project: ProjectId,
+        filter: &UploadFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<Upload>>;
+    /// `PENDING → UPLOADED` and the job insert, in one transaction. An upload
+    /// in any other state is returned unchanged and no job is written.
+    async fn upload_mark_uploaded(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        job: &NewJob,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>>;
+    /// Moves an upload to the trash (idempotent).
+    async fn upload_trash(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>>;
+    /// Takes an upload out of the trash (idempotent).
+    async fn upload_restore(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>>;
+
+    // System sweeps: these act across tenants on purpose, for the sweepers;
+    // nothing a request triggers calls them.
+    /// Marks up to `limit` pending uploads whose URLs expired at or before `now` as
+    /// `EXPIRED`, and returns them as they are after.
+    async fn uploads_expire_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Upload>>;
+    /// Up to `limit` uploads trashed before `deleted_before`.
+    async fn uploads_purge_due(
+        &self,
+        deleted_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Upload>>;
+    /// Deletes a trashed upload's row for good (with its idempotency keys and
+    /// jobs) if it is still in the trash since before `deleted_before`;
+    /// `false` if it is gone, restored, or trashed again since.
+    async fn upload_purge(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        deleted_before: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 }

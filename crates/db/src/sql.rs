@@ -2,11 +2,15 @@
 //! SQLite as well), the row shapes and their conversion into domain types, and
 //! the error classification that does not depend on the backend.
 
+use std::num::TryFromIntError;
+
 use buildpeer_core::StoreError;
 use buildpeer_core::error::Conflict;
-use buildpeer_core::ids::{MembershipId, ProjectId, TenantId, UserId};
+use buildpeer_core::ids::{MembershipId, ProjectId, TenantId, UploadId, UserId};
 use buildpeer_core::model::{Member, Project, Role, Tenant, User};
 use buildpeer_core::pagination::PageRequest;
+use buildpeer_core::ports::{CreateUpload, IdempotencyKey, NewUpload, StoreResult, TenantLimits};
+use buildpeer_core::upload::{Transfer, Upload, UploadFailure, UploadStatus};
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 use sqlx::error::DatabaseError;
@@ -21,6 +25,52 @@ macro_rules! user_columns {
 macro_rules! project_columns {
     () => {
         "id, tenant_id, name, code, address, created_by, archived_at, created_at, updated_at"
+    };
+}
+
+macro_rules! upload_columns {
+    () => {
+        "id, tenant_id, project_id, uploaded_by, status, filename, content_type, size, sha256, \
+         object_key, multipart_upload_id, part_size, part_count, expires_at, uploaded_at, \
+         deleted_at, error_code, error_message, created_at, updated_at"
+    };
+}
+
+/// The statuses of `UploadStatus::has_bytes`, as an SQL list (a unit test
+/// keeps the two in step).
+macro_rules! has_bytes_statuses {
+    () => {
+        "'UPLOADED', 'PROCESSING', 'COMPLETED', 'FAILED'"
+    };
+}
+
+/// A job insert; `$payload` is the placeholder of the JSON payload, which
+/// PostgreSQL needs cast to JSONB since sqlx sends it as text.
+macro_rules! job_insert {
+    ($payload:literal) => {
+        concat!(
+            "INSERT INTO jobs (id, tenant_id, upload_id, kind, payload, state, attempts, ",
+            "max_attempts, run_at, trace_context, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, ",
+            $payload,
+            ", 'queued', 0, $6, $7, $8, $9, $9)"
+        )
+    };
+}
+
+/// Expiry of due pending uploads; `$lock` is the row-locking clause, if the
+/// backend has one. The CTE is materialised so that the candidates are
+/// chosen (and, on PostgreSQL, locked) exactly once.
+macro_rules! expire_due {
+    ($lock:literal) => {
+        concat!(
+            "WITH due AS MATERIALIZED (SELECT id FROM uploads ",
+            "WHERE status = 'PENDING' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+            $lock,
+            ") UPDATE uploads SET status = 'EXPIRED', updated_at = $1 ",
+            "WHERE id IN (SELECT id FROM due) RETURNING ",
+            upload_columns!()
+        )
     };
 }
 
@@ -129,6 +179,100 @@ pub(crate) const FAMILY_REVOKE: &str = "UPDATE refresh_tokens SET revoked_at = $
      WHERE family_id = $1 AND revoked_at IS NULL";
 pub(crate) const USER_TOKENS_REVOKE: &str = "UPDATE refresh_tokens SET revoked_at = $3 \
      WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL";
+
+pub(crate) const TENANT_LIMITS: &str =
+    "SELECT max_upload_bytes, quota_bytes FROM tenants WHERE id = $1";
+pub(crate) const TENANT_SET_LIMITS: &str =
+    "UPDATE tenants SET max_upload_bytes = $2, quota_bytes = $3 WHERE id = $1";
+
+/// Claims an idempotency key before its upload exists (the foreign key is
+/// deferred to commit). A concurrent claim of the same key waits for this
+/// transaction and then inserts nothing, so only one request writes an upload.
+pub(crate) const IDEMPOTENCY_CLAIM: &str = "INSERT INTO upload_idempotency_keys \
+     (tenant_id, user_id, key, request_hash, upload_id, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, user_id, key) DO NOTHING";
+/// The upload an idempotency key was first used for, with the request digest
+/// it came with. The derived table exposes no column an upload has, so the
+/// upload columns need no qualifying.
+pub(crate) const IDEMPOTENCY_REPLAY: &str = concat!(
+    "SELECT ",
+    upload_columns!(),
+    ", k.request_hash FROM uploads JOIN (SELECT upload_id, request_hash ",
+    "FROM upload_idempotency_keys WHERE tenant_id = $1 AND user_id = $2 AND key = $3) k ",
+    "ON k.upload_id = id WHERE tenant_id = $1"
+);
+
+pub(crate) const UPLOAD_INSERT: &str = concat!(
+    "INSERT INTO uploads (id, tenant_id, project_id, uploaded_by, status, filename, ",
+    "content_type, size, sha256, object_key, multipart_upload_id, part_size, part_count, ",
+    "expires_at, created_at, updated_at) ",
+    "VALUES ($1, $2, $3, $4, 'PENDING', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) ",
+    "RETURNING ",
+    upload_columns!()
+);
+pub(crate) const UPLOAD_GET: &str = concat!(
+    "SELECT ",
+    upload_columns!(),
+    " FROM uploads WHERE tenant_id = $1 AND id = $2"
+);
+pub(crate) const UPLOAD_DUPLICATE: &str = concat!(
+    "SELECT ",
+    upload_columns!(),
+    " FROM uploads WHERE tenant_id = $1 AND project_id = $2 AND uploaded_by = $3 ",
+    "AND sha256 = $4 AND deleted_at IS NULL AND status IN (",
+    has_bytes_statuses!(),
+    ") ORDER BY id DESC LIMIT 1"
+);
+/// `SUM` of a PostgreSQL `BIGINT` is `NUMERIC`; the cast brings it back
+/// (and fails rather than wraps past `i64::MAX`).
+pub(crate) const UPLOAD_USAGE: &str = "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) \
+     FROM uploads WHERE tenant_id = $1 AND status <> 'EXPIRED'";
+/// Every filter is optional: a NULL parameter drops its condition.
+pub(crate) const UPLOAD_LIST: &str = concat!(
+    "SELECT ",
+    upload_columns!(),
+    " FROM uploads WHERE tenant_id = $1 AND project_id = $2 AND id < $3 ",
+    "AND ($4 IS NULL OR status = $4) AND ($5 IS NULL OR uploaded_by = $5) ",
+    "AND ($6 IS NULL OR created_at >= $6) AND ($7 IS NULL OR created_at < $7) ",
+    "AND (deleted_at IS NOT NULL) = $8 ",
+    "ORDER BY id DESC LIMIT $9"
+);
+/// Of concurrent callers only one finds the upload still pending, and only
+/// that one goes on to enqueue the job.
+pub(crate) const UPLOAD_MARK_UPLOADED: &str = concat!(
+    "UPDATE uploads SET status = 'UPLOADED', uploaded_at = $3, updated_at = $3 ",
+    "WHERE tenant_id = $1 AND id = $2 AND status = 'PENDING' RETURNING ",
+    upload_columns!()
+);
+/// A second trash must leave the row exactly as the first one left it.
+pub(crate) const UPLOAD_TRASH: &str = concat!(
+    "UPDATE uploads SET deleted_at = COALESCE(deleted_at, $3), ",
+    "updated_at = CASE WHEN deleted_at IS NULL THEN $3 ELSE updated_at END ",
+    "WHERE tenant_id = $1 AND id = $2 RETURNING ",
+    upload_columns!()
+);
+/// Restoring a live upload changes nothing.
+pub(crate) const UPLOAD_RESTORE: &str = concat!(
+    "UPDATE uploads SET deleted_at = NULL, ",
+    "updated_at = CASE WHEN deleted_at IS NOT NULL THEN $3 ELSE updated_at END ",
+    "WHERE tenant_id = $1 AND id = $2 RETURNING ",
+    upload_columns!()
+);
+pub(crate) const UPLOADS_EXPIRE_DUE_SQLITE: &str = expire_due!("");
+/// Concurrent sweepers skip each other's candidates instead of waiting for
+/// them, and never expire (or return) one upload twice.
+pub(crate) const UPLOADS_EXPIRE_DUE_PG: &str = expire_due!(" FOR UPDATE SKIP LOCKED");
+pub(crate) const UPLOADS_PURGE_DUE: &str = concat!(
+    "SELECT ",
+    upload_columns!(),
+    " FROM uploads WHERE deleted_at < $1 ORDER BY deleted_at, id LIMIT $2"
+);
+/// Its idempotency keys and jobs go with it (`ON DELETE CASCADE`).
+pub(crate) const UPLOAD_PURGE: &str =
+    "DELETE FROM uploads WHERE tenant_id = $1 AND id = $2 AND deleted_at < $3";
+
+pub(crate) const JOB_INSERT_SQLITE: &str = job_insert!("$5");
+pub(crate) const JOB_INSERT_PG: &str = job_insert!("$5::jsonb");
 
 /// `id < $before` for every page: the first page uses the largest UUID, so the
 /// query is the same index range scan with or without a cursor.
@@ -251,6 +395,154 @@ impl TryFrom<MemberRow> for Member {
     }
 }
 
+#[derive(FromRow)]
+pub(crate) struct UploadRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    project_id: Uuid,
+    uploaded_by: Uuid,
+    status: String,
+    filename: String,
+    content_type: String,
+    size: i64,
+    sha256: Option<String>,
+    object_key: String,
+    multipart_upload_id: Option<String>,
+    part_size: Option<i64>,
+    part_count: Option<i32>,
+    expires_at: DateTime<Utc>,
+    uploaded_at: Option<DateTime<Utc>>,
+    deleted_at: Option<DateTime<Utc>>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<UploadRow> for Upload {
+    type Error = StoreError;
+
+    fn try_from(r: UploadRow) -> Result<Self, StoreError> {
+        // The schema's CHECK constraints make the mixed cases impossible; a row
+        // that has one anyway is corrupt rather than half of either.
+        let transfer = match (r.multipart_upload_id, r.part_size, r.part_count) {
+            (None, None, None) => Transfer::Single,
+            (Some(upload_id), Some(part_size), Some(part_count)) => Transfer::Multipart {
+                upload_id,
+                part_size: int(part_size)?,
+                part_count: int(part_count)?,
+            },
+            _ => return Err(corrupt(r.id, "multipart columns partly set")),
+        };
+        let failure = match (r.error_code, r.error_message) {
+            (None, None) => None,
+            (Some(code), Some(message)) => Some(UploadFailure { code, message }),
+            _ => return Err(corrupt(r.id, "error columns partly set")),
+        };
+        Ok(Upload {
+            id: UploadId::from_uuid(r.id),
+            tenant_id: TenantId::from_uuid(r.tenant_id),
+            project_id: ProjectId::from_uuid(r.project_id),
+            uploaded_by: UserId::from_uuid(r.uploaded_by),
+            status: r.status.parse::<UploadStatus>().map_err(|e| {
+                StoreError::Other(format!("stored status {:?}: {}", r.status, e.message).into())
+            })?,
+            filename: r.filename,
+            content_type: r.content_type,
+            size: int(r.size)?,
+            sha256: r.sha256,
+            object_key: r.object_key,
+            transfer,
+            expires_at: r.expires_at,
+            uploaded_at: r.uploaded_at,
+            deleted_at: r.deleted_at,
+            failure,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+fn corrupt(id: Uuid, what: &str) -> StoreError {
+    StoreError::Other(format!("upload {id}: {what}").into())
+}
+
+/// An upload found through its idempotency key.
+#[derive(FromRow)]
+pub(crate) struct ReplayRow {
+    #[sqlx(flatten)]
+    upload: UploadRow,
+    request_hash: Vec<u8>,
+}
+
+impl ReplayRow {
+    pub(crate) fn outcome(self, key: &IdempotencyKey) -> StoreResult<CreateUpload> {
+        Ok(CreateUpload::Replayed {
+            same_request: self.request_hash == key.request_hash,
+            upload: self.upload.try_into()?,
+        })
+    }
+}
+
+/// The columns of a `NewUpload` that need converting before they are bound.
+pub(crate) struct UploadParams<'a> {
+    pub(crate) size: i64,
+    pub(crate) multipart_upload_id: Option<&'a str>,
+    pub(crate) part_size: Option<i64>,
+    pub(crate) part_count: Option<i32>,
+}
+
+impl<'a> UploadParams<'a> {
+    pub(crate) fn new(upload: &'a NewUpload) -> StoreResult<Self> {
+        let (multipart_upload_id, part_size, part_count) = match &upload.transfer {
+            Transfer::Single => (None, None, None),
+            Transfer::Multipart {
+                upload_id,
+                part_size,
+                part_count,
+            } => (
+                Some(upload_id.as_str()),
+                Some(int(*part_size)?),
+                Some(int(*part_count)?),
+            ),
+        };
+        Ok(Self {
+            size: int(upload.size)?,
+            multipart_upload_id,
+            part_size,
+            part_count,
+        })
+    }
+}
+
+/// Tenant limits as stored: a pair of nullable `BIGINT`s.
+pub(crate) type LimitsRow = (Option<i64>, Option<i64>);
+
+pub(crate) fn limits_from_row(
+    (max_upload_bytes, quota_bytes): LimitsRow,
+) -> StoreResult<TenantLimits> {
+    Ok(TenantLimits {
+        max_upload_bytes: max_upload_bytes.map(int).transpose()?,
+        quota_bytes: quota_bytes.map(int).transpose()?,
+    })
+}
+
+pub(crate) fn limits_to_row(limits: TenantLimits) -> StoreResult<LimitsRow> {
+    Ok((
+        limits.max_upload_bytes.map(int).transpose()?,
+        limits.quota_bytes.map(int).transpose()?,
+    ))
+}
+
+/// Converts between the domain's unsigned integers and SQL's signed ones. A
+/// value that does not fit is refused as `StoreError::Other`, never wrapped.
+pub(crate) fn int<T, U>(n: U) -> StoreResult<T>
+where
+    T: TryFrom<U, Error = TryFromIntError>,
+{
+    T::try_from(n).map_err(|e| StoreError::Other(Box::new(e)))
+}
+
 fn role(s: &str) -> Result<Role, StoreError> {
     Role::parse(s)
         .map_err(|e| StoreError::Other(format!("stored role {s:?}: {}", e.message).into()))
@@ -289,5 +581,24 @@ pub(crate) fn store_error(
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(e)),
         _ => StoreError::Other(Box::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use buildpeer_core::upload::UploadStatus;
+
+    #[test]
+    fn has_bytes_statuses_match_the_domain() {
+        let listed: Vec<&str> = has_bytes_statuses!()
+            .split(", ")
+            .map(|s| s.trim_matches('\''))
+            .collect();
+        let domain: Vec<&str> = UploadStatus::ALL
+            .into_iter()
+            .filter(|s| s.has_bytes())
+            .map(UploadStatus::as_str)
+            .collect();
+        assert_eq!(listed, domain);
     }
 }

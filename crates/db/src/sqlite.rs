@@ -7,13 +7,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use buildpeer_core::StoreError;
 use buildpeer_core::error::Conflict;
-use buildpeer_core::ids::{MembershipId, ProjectId, SessionFamilyId, TenantId, UserId};
+use buildpeer_core::ids::{MembershipId, ProjectId, SessionFamilyId, TenantId, UploadId, UserId};
 use buildpeer_core::model::{Email, Member, Project, Slug, Tenant, User, UserCredentials};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
-    MetadataStore, NewProject, NewRefreshToken, NewTenant, NewUser, PoolStats, ProjectFilter,
-    ProjectPatch, RotateOutcome, StoreResult, UserPatch,
+    AccountStore, CreateUpload, IdempotencyKey, MetadataStore, NewJob, NewProject, NewRefreshToken,
+    NewTenant, NewUpload, NewUser, PoolStats, ProjectFilter, ProjectPatch, RotateOutcome,
+    StoreResult, TenantLimits, UploadFilter, UploadStore, UserPatch,
 };
+use buildpeer_core::upload::{Sha256Hex, Upload};
 use chrono::{DateTime, Utc};
 use sqlx::error::DatabaseError;
 use sqlx::sqlite::{
@@ -22,7 +24,10 @@ use sqlx::sqlite::{
 use sqlx::{SqliteExecutor, Transaction};
 use uuid::Uuid;
 
-use crate::sql::{self, CredentialsRow, MemberRow, ProjectRow, TenantRow, UserRow};
+use crate::sql::{
+    self, CredentialsRow, LimitsRow, MemberRow, ProjectRow, ReplayRow, TenantRow, UploadParams,
+    UploadRow, UserRow,
+};
 use crate::{DbError, DbOptions};
 
 const BACKEND: &str = "sqlite";
@@ -168,6 +173,40 @@ async fn revoke_family(
     Ok(())
 }
 
+async fn get_upload(
+    ex: impl SqliteExecutor<'_>,
+    tenant: TenantId,
+    id: UploadId,
+) -> StoreResult<Option<Upload>> {
+    sqlx::query_as::<_, UploadRow>(sql::UPLOAD_GET)
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(ex)
+        .await
+        .map_err(store_err)?
+        .map(Upload::try_from)
+        .transpose()
+}
+
+/// Runs a `(tenant, id, now)` update that returns the upload as it is after.
+async fn update_upload(
+    ex: impl SqliteExecutor<'_>,
+    text: &'static str,
+    tenant: TenantId,
+    id: UploadId,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<Upload>> {
+    sqlx::query_as::<_, UploadRow>(text)
+        .bind(tenant.as_uuid())
+        .bind(id.as_uuid())
+        .bind(now)
+        .fetch_optional(ex)
+        .await
+        .map_err(store_err)?
+        .map(Upload::try_from)
+        .transpose()
+}
+
 #[async_trait]
 impl MetadataStore for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -189,7 +228,10 @@ impl MetadataStore for SqliteStore {
             .map_err(store_err)?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl AccountStore for SqliteStore {
     async fn tenant_count(&self) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar(sql::TENANT_COUNT)
             .fetch_one(&self.pool)
@@ -561,5 +603,240 @@ impl MetadataStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         revoke_family(&self.pool, family.as_uuid(), now).await
+    }
+}
+
+#[async_trait]
+impl UploadStore for SqliteStore {
+    async fn tenant_limits(&self, tenant: TenantId) -> StoreResult<TenantLimits> {
+        let row: Option<LimitsRow> = sqlx::query_as(sql::TENANT_LIMITS)
+            .bind(tenant.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        row.map_or(Ok(TenantLimits::default()), sql::limits_from_row)
+    }
+
+    async fn tenant_set_limits(&self, tenant: TenantId, limits: TenantLimits) -> StoreResult<()> {
+        let (max_upload_bytes, quota_bytes) = sql::limits_to_row(limits)?;
+        sqlx::query(sql::TENANT_SET_LIMITS)
+            .bind(tenant.as_uuid())
+            .bind(max_upload_bytes)
+            .bind(quota_bytes)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn upload_create(
+        &self,
+        tenant: TenantId,
+        upload: &NewUpload,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<CreateUpload> {
+        let params = UploadParams::new(upload)?;
+        let mut tx = self.write().await?;
+        if let Some(key) = idempotency {
+            let claimed = sqlx::query(sql::IDEMPOTENCY_CLAIM)
+                .bind(tenant.as_uuid())
+                .bind(upload.uploaded_by.as_uuid())
+                .bind(&key.key)
+                .bind(&key.request_hash[..])
+                .bind(upload.id.as_uuid())
+                .bind(upload.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?
+                .rows_affected()
+                == 1;
+            if !claimed {
+                // Writers are serialised, so the upload of the key is
+                // committed and visible to this transaction.
+                let row = sqlx::query_as::<_, ReplayRow>(sql::IDEMPOTENCY_REPLAY)
+                    .bind(tenant.as_uuid())
+                    .bind(upload.uploaded_by.as_uuid())
+                    .bind(&key.key)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(store_err)?;
+                tx.rollback().await.map_err(store_err)?;
+                return row.outcome(key);
+            }
+        }
+        let row = sqlx::query_as::<_, UploadRow>(sql::UPLOAD_INSERT)
+            .bind(upload.id.as_uuid())
+            .bind(tenant.as_uuid())
+            .bind(upload.project_id.as_uuid())
+            .bind(upload.uploaded_by.as_uuid())
+            .bind(upload.filename.as_str())
+            .bind(upload.content_type.as_str())
+            .bind(params.size)
+            .bind(upload.sha256.as_ref().map(Sha256Hex::as_str))
+            .bind(upload.object_key.as_str())
+            .bind(params.multipart_upload_id)
+            .bind(params.part_size)
+            .bind(params.part_count)
+            .bind(upload.expires_at)
+            .bind(upload.created_at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        tx.commit().await.map_err(store_err)?;
+        Ok(CreateUpload::Created(row.try_into()?))
+    }
+
+    async fn upload_get(&self, tenant: TenantId, id: UploadId) -> StoreResult<Option<Upload>> {
+        get_upload(&self.pool, tenant, id).await
+    }
+
+    async fn upload_find_duplicate(
+        &self,
+        tenant: TenantId,
+        project: ProjectId,
+        uploaded_by: UserId,
+        sha256: &Sha256Hex,
+    ) -> StoreResult<Option<Upload>> {
+        sqlx::query_as::<_, UploadRow>(sql::UPLOAD_DUPLICATE)
+            .bind(tenant.as_uuid())
+            .bind(project.as_uuid())
+            .bind(uploaded_by.as_uuid())
+            .bind(sha256.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?
+            .map(Upload::try_from)
+            .transpose()
+    }
+
+    async fn upload_usage(&self, tenant: TenantId) -> StoreResult<u64> {
+        let bytes: i64 = sqlx::query_scalar(sql::UPLOAD_USAGE)
+            .bind(tenant.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_err)?;
+        sql::int(bytes)
+    }
+
+    async fn upload_list(
+        &self,
+        tenant: TenantId,
+        project: ProjectId,
+        filter: &UploadFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<Upload>> {
+        let rows = sqlx::query_as::<_, UploadRow>(sql::UPLOAD_LIST)
+            .bind(tenant.as_uuid())
+            .bind(project.as_uuid())
+            .bind(sql::before(page))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.uploaded_by.map(|u| u.as_uuid()))
+            .bind(filter.from)
+            .bind(filter.to)
+            .bind(filter.deleted)
+            .bind(sql::limit(page))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_err)?;
+        sql::convert(rows)
+    }
+
+    async fn upload_mark_uploaded(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        job: &NewJob,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>> {
+        let max_attempts: i32 = sql::int(job.max_attempts)?;
+        let mut tx = self.write().await?;
+        let marked = sqlx::query_as::<_, UploadRow>(sql::UPLOAD_MARK_UPLOADED)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        let upload = match marked {
+            Some(row) => {
+                sqlx::query(sql::JOB_INSERT_SQLITE)
+                    .bind(job.id.as_uuid())
+                    .bind(tenant.as_uuid())
+                    .bind(id.as_uuid())
+                    .bind(job.kind)
+                    .bind(&job.payload)
+                    .bind(max_attempts)
+                    .bind(job.run_at)
+                    .bind(job.trace_context.as_deref())
+                    .bind(job.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_err)?;
+                Some(row.try_into()?)
+            }
+            None => get_upload(&mut *tx, tenant, id).await?,
+        };
+        tx.commit().await.map_err(store_err)?;
+        Ok(upload)
+    }
+
+    async fn upload_trash(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>> {
+        update_upload(&self.pool, sql::UPLOAD_TRASH, tenant, id, now).await
+    }
+
+    async fn upload_restore(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>> {
+        update_upload(&self.pool, sql::UPLOAD_RESTORE, tenant, id, now).await
+    }
+
+    async fn uploads_expire_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Upload>> {
+        // One statement, so one write transaction: concurrent sweepers take
+        // turns and the second no longer finds the first one's uploads pending.
+        let rows = sqlx::query_as::<_, UploadRow>(sql::UPLOADS_EXPIRE_DUE_SQLITE)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_err)?;
+        sql::convert(rows)
+    }
+
+    async fn uploads_purge_due(
+        &self,
+        deleted_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Upload>> {
+        let rows = sqlx::query_as::<_, UploadRow>(sql::UPLOADS_PURGE_DUE)
+            .bind(deleted_before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_err)?;
+        sql::convert(rows)
+    }
+
+    async fn upload_purge(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        deleted_before: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(sql::UPLOAD_PURGE)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(deleted_before)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -4,22 +4,30 @@
 //! are held to one contract: `sqlite::<scenario>` and `postgres::<scenario>`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use buildpeer_core::StoreError;
+use buildpeer_core::blob::ObjectKey;
 use buildpeer_core::error::Conflict;
-use buildpeer_core::ids::{ProjectId, RefreshTokenId, SessionFamilyId, TenantId, UserId};
+use buildpeer_core::ids::{
+    JobId, ProjectId, RefreshTokenId, SessionFamilyId, TenantId, UploadId, UserId,
+};
 use buildpeer_core::model::{Address, Email, Name, ProjectCode, Role, Slug};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
-    MetadataStore, NewProject, NewRefreshToken, NewTenant, NewUser, ProjectFilter, ProjectPatch,
-    RotateOutcome, UserPatch,
+    CreateUpload, IdempotencyKey, MetadataStore, NewJob, NewProject, NewRefreshToken, NewTenant,
+    NewUpload, NewUser, ProjectFilter, ProjectPatch, RotateOutcome, TenantLimits, UploadFilter,
+    UserPatch,
+};
+use buildpeer_core::upload::{
+    ContentType, Filename, Sha256Hex, Transfer, Upload, UploadFailure, UploadStatus,
 };
 use buildpeer_db::{DbError, DbOptions, connect};
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
 use uuid::Uuid;
 
 /// What a scenario gets: the store, and its URL for reconnecting.
@@ -74,6 +82,20 @@ conformance!(
     concurrent_rotations_yield_one_winner,
     concurrent_logout_and_rotation_leave_nothing_live,
     session_revoke_and_revoke_family,
+    upload_create_and_get_round_trip,
+    uploads_are_tenant_scoped,
+    upload_idempotency_keys_replay,
+    concurrent_creates_with_one_key_write_one_upload,
+    upload_duplicates_are_stored_live_copies,
+    upload_usage_counts_all_but_expired,
+    upload_list_filters_and_pages,
+    upload_mark_uploaded_enqueues_one_job,
+    uploads_expire_due_only_due_pending,
+    concurrent_expiry_sweeps_never_share_an_upload,
+    upload_trash_and_restore_are_idempotent,
+    uploads_purge_due_oldest_first_before_cutoff,
+    upload_purge_takes_only_trashed,
+    tenant_limits_round_trip,
 );
 
 fn options() -> DbOptions {
@@ -295,6 +317,160 @@ async fn rotate(store: &dyn MetadataStore, presented: &NewRefreshToken) -> Rotat
 
 fn is_rotated(outcome: &RotateOutcome) -> bool {
     matches!(outcome, RotateOutcome::Rotated { .. })
+}
+
+const MIB: u64 = 1024 * 1024;
+/// Past 32 bits, to catch a column or conversion that is too narrow.
+const TIB: u64 = 1024 * 1024 * MIB;
+
+/// A pending single-PUT upload of a photo, created now, its URLs valid for an hour.
+fn new_upload(tenant: TenantId, project: ProjectId, by: UserId) -> NewUpload {
+    let id = UploadId::new();
+    NewUpload {
+        id,
+        project_id: project,
+        uploaded_by: by,
+        filename: Filename::parse("fachada norte.jpg").unwrap(),
+        content_type: ContentType::parse("image/jpeg").unwrap(),
+        size: 3 * MIB,
+        sha256: None,
+        object_key: ObjectKey::original(tenant, project, id),
+        transfer: Transfer::Single,
+        expires_at: now() + TimeDelta::hours(1),
+        created_at: now(),
+    }
+}
+
+fn sha(digit: char) -> Sha256Hex {
+    Sha256Hex::parse(&digit.to_string().repeat(64)).unwrap()
+}
+
+fn idempotency(key: &str, hash: u8) -> IdempotencyKey {
+    IdempotencyKey {
+        key: key.to_owned(),
+        request_hash: [hash; 32],
+    }
+}
+
+fn created(outcome: CreateUpload) -> Upload {
+    match outcome {
+        CreateUpload::Created(upload) => upload,
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+async fn create(store: &dyn MetadataStore, tenant: TenantId, new: &NewUpload) -> Upload {
+    created(store.upload_create(tenant, new, None).await.unwrap())
+}
+
+/// A pending upload with the defaults of `new_upload`.
+async fn upload(store: &dyn MetadataStore, t: TenantId, p: ProjectId, by: UserId) -> Upload {
+    create(store, t, &new_upload(t, p, by)).await
+}
+
+/// The trace context is the example of the W3C recommendation.
+fn new_job(at: DateTime<Utc>) -> NewJob {
+    NewJob {
+        id: JobId::new(),
+        kind: "process_upload",
+        // In the text form of PostgreSQL's JSONB (one key, as JSONB reorders
+        // keys), so that both backends read it back alike.
+        payload: r#"{"source": "test"}"#.to_owned(),
+        max_attempts: 5,
+        run_at: at,
+        trace_context: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+        created_at: at,
+    }
+}
+
+async fn mark(store: &dyn MetadataStore, t: TenantId, id: UploadId) -> Option<Upload> {
+    store
+        .upload_mark_uploaded(t, id, &new_job(now()), now())
+        .await
+        .unwrap()
+}
+
+async fn get(store: &dyn MetadataStore, t: TenantId, id: UploadId) -> Upload {
+    store.upload_get(t, id).await.unwrap().unwrap()
+}
+
+fn upload_ids(uploads: &[Upload]) -> Vec<UploadId> {
+    uploads.iter().map(|u| u.id).collect()
+}
+
+/// Binds `$conn` to a new connection to the scenario's database, for what
+/// the port does not show: the jobs it writes, and the worker's states
+/// (PROCESSING, COMPLETED, FAILED) that nothing sets yet.
+macro_rules! with_db {
+    ($cx:expr, |$conn:ident| $body:expr) => {
+        if $cx.backend == "sqlite" {
+            let mut $conn = SqliteConnection::connect(&$cx.url).await.unwrap();
+            $body
+        } else {
+            let mut $conn = PgConnection::connect(&$cx.url).await.unwrap();
+            $body
+        }
+    };
+}
+
+/// Puts an upload in a state as the worker would; `FAILED` gets a failure.
+async fn set_status(cx: &Ctx, id: UploadId, status: UploadStatus) {
+    let sql = "UPDATE uploads SET status = $2, error_code = $3, error_message = $4 WHERE id = $1";
+    let failure = (status == UploadStatus::Failed).then_some(("corrupt_image", "not a JPEG"));
+    let (code, message) = failure.unzip();
+    let changed = with_db!(cx, |conn| sqlx::query(sql)
+        .bind(id.as_uuid())
+        .bind(status.as_str())
+        .bind(code)
+        .bind(message)
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected());
+    assert_eq!(changed, 1);
+}
+
+#[derive(Debug, PartialEq, sqlx::FromRow)]
+struct JobRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    kind: String,
+    payload: String,
+    state: String,
+    attempts: i32,
+    max_attempts: i32,
+    run_at: DateTime<Utc>,
+    trace_context: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl JobRow {
+    /// The row a freshly enqueued `job` should be.
+    fn queued(tenant: TenantId, job: &NewJob) -> Self {
+        JobRow {
+            id: job.id.as_uuid(),
+            tenant_id: tenant.as_uuid(),
+            kind: job.kind.to_owned(),
+            payload: job.payload.clone(),
+            state: "queued".to_owned(),
+            attempts: 0,
+            max_attempts: i32::try_from(job.max_attempts).unwrap(),
+            run_at: job.run_at,
+            trace_context: job.trace_context.clone(),
+            created_at: job.created_at,
+        }
+    }
+}
+
+async fn jobs_of(cx: &Ctx, upload: UploadId) -> Vec<JobRow> {
+    let sql = "SELECT id, tenant_id, kind, CAST(payload AS TEXT) AS payload, state, attempts, \
+               max_attempts, run_at, trace_context, created_at FROM jobs \
+               WHERE upload_id = $1 ORDER BY id";
+    with_db!(cx, |conn| sqlx::query_as(sql)
+        .bind(upload.as_uuid())
+        .fetch_all(&mut conn)
+        .await
+        .unwrap())
 }
 
 // ---- Scenarios ------------------------------------------------------------
@@ -1133,6 +1309,826 @@ async fn session_revoke_and_revoke_family(cx: Ctx) {
     );
 }
 
+async fn upload_create_and_get_round_trip(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let p = project(store, t, admin, "Torre").await;
+
+    let single = NewUpload {
+        sha256: Some(sha('a')),
+        ..new_upload(t, p, admin)
+    };
+    let got = create(store, t, &single).await;
+    assert_eq!(got.id, single.id);
+    assert_eq!(got.tenant_id, t);
+    assert_eq!(got.project_id, p);
+    assert_eq!(got.uploaded_by, admin);
+    assert_eq!(got.status, UploadStatus::Pending);
+    assert_eq!(got.filename, "fachada norte.jpg");
+    assert_eq!(got.content_type, "image/jpeg");
+    assert_eq!(got.size, 3 * MIB);
+    assert_eq!(got.sha256.as_deref(), Some(sha('a').as_str()));
+    assert_eq!(got.object_key, single.object_key.as_str());
+    assert_eq!(got.transfer, Transfer::Single);
+    assert_eq!(got.expires_at, single.expires_at);
+    assert_eq!(got.uploaded_at, None);
+    assert_eq!(got.deleted_at, None);
+    assert_eq!(got.failure, None);
+    assert_eq!(got.created_at, single.created_at);
+    assert_eq!(got.updated_at, single.created_at);
+    assert_eq!(store.upload_get(t, single.id).await.unwrap(), Some(got));
+
+    let multipart = NewUpload {
+        content_type: ContentType::parse("application/pdf").unwrap(),
+        size: 5 * TIB,
+        transfer: Transfer::Multipart {
+            upload_id: "2~mp-7f3a9c".to_owned(),
+            part_size: 525 * MIB,
+            part_count: 9_987,
+        },
+        ..new_upload(t, p, admin)
+    };
+    let got = create(store, t, &multipart).await;
+    assert_eq!(got.transfer, multipart.transfer);
+    assert_eq!(got.size, 5 * TIB);
+    assert_eq!(got.content_type, "application/pdf");
+    assert_eq!(got.sha256, None);
+    assert_eq!(store.upload_get(t, multipart.id).await.unwrap(), Some(got));
+
+    // The worker's failure comes back with the upload.
+    set_status(&cx, single.id, UploadStatus::Failed).await;
+    let failed = get(store, t, single.id).await;
+    assert_eq!(failed.status, UploadStatus::Failed);
+    assert_eq!(
+        failed.failure,
+        Some(UploadFailure {
+            code: "corrupt_image".to_owned(),
+            message: "not a JPEG".to_owned(),
+        })
+    );
+
+    // A size SQL cannot hold is refused, not wrapped, and writes nothing.
+    let huge = NewUpload {
+        size: u64::MAX,
+        ..new_upload(t, p, admin)
+    };
+    let err = store.upload_create(t, &huge, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert!(store.upload_get(t, huge.id).await.unwrap().is_none());
+    // So is an upload into a project that does not exist.
+    let orphan = new_upload(t, ProjectId::new(), admin);
+    assert!(store.upload_create(t, &orphan, None).await.is_err());
+    assert!(
+        store
+            .upload_get(t, UploadId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn uploads_are_tenant_scoped(cx: Ctx) {
+    let store = &*cx.store;
+    let (a, admin_a) = tenant(store, "acme").await;
+    let (b, admin_b) = tenant(store, "beta").await;
+    let pa = project(store, a, admin_a, "Torre").await;
+    let pb = project(store, b, admin_b, "Puente").await;
+    let hashed = NewUpload {
+        sha256: Some(sha('a')),
+        ..new_upload(a, pa, admin_a)
+    };
+    let stored = create(store, a, &hashed).await;
+    mark(store, a, stored.id).await.unwrap();
+    let pending = upload(store, a, pa, admin_a).await;
+    let trashed = upload(store, a, pa, admin_a).await;
+    store
+        .upload_trash(a, trashed.id, now())
+        .await
+        .unwrap()
+        .unwrap();
+    let before = [
+        get(store, a, stored.id).await,
+        pending.clone(),
+        get(store, a, trashed.id).await,
+    ];
+
+    for up in &before {
+        assert!(store.upload_get(b, up.id).await.unwrap().is_none());
+        let job = new_job(now());
+        let marked = store.upload_mark_uploaded(b, up.id, &job, now()).await;
+        assert!(marked.unwrap().is_none());
+        assert!(store.upload_trash(b, up.id, now()).await.unwrap().is_none());
+        let restored = store.upload_restore(b, up.id, now()).await;
+        assert!(restored.unwrap().is_none());
+        assert!(!store.upload_purge(b, up.id, later()).await.unwrap());
+    }
+    for deleted in [false, true] {
+        let filter = UploadFilter {
+            deleted,
+            ..UploadFilter::default()
+        };
+        let listed = store.upload_list(b, pa, &filter, first(10)).await.unwrap();
+        assert!(listed.is_empty(), "deleted: {deleted}");
+    }
+    let duplicate = store.upload_find_duplicate(b, pa, admin_a, &sha('a')).await;
+    assert!(duplicate.unwrap().is_none());
+    assert_eq!(store.upload_usage(b).await.unwrap(), 0);
+
+    // Nothing B tried changed A's uploads, or enqueued a job for them.
+    for up in &before {
+        assert_eq!(&get(store, a, up.id).await, up);
+    }
+    assert!(jobs_of(&cx, pending.id).await.is_empty());
+    let duplicate = store.upload_find_duplicate(a, pa, admin_a, &sha('a')).await;
+    assert_eq!(duplicate.unwrap().map(|u| u.id), Some(stored.id));
+    assert_eq!(store.upload_usage(a).await.unwrap(), 9 * MIB);
+
+    // An upload cannot name another tenant's project or user.
+    assert!(
+        store
+            .upload_create(b, &new_upload(b, pa, admin_b), None)
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .upload_create(b, &new_upload(b, pb, admin_a), None)
+            .await
+            .is_err()
+    );
+    let own = upload(store, b, pb, admin_b).await;
+    assert_eq!(store.upload_usage(b).await.unwrap(), own.size);
+    let all = UploadFilter::default();
+    let listed = store.upload_list(b, pb, &all, first(10)).await.unwrap();
+    assert_eq!(upload_ids(&listed), [own.id]);
+}
+
+async fn upload_idempotency_keys_replay(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let ana = user(store, t, "ana@acme.mx", Role::Empleado).await;
+    let p = project(store, t, admin, "Torre").await;
+    let key = idempotency("req-7c1e", 1);
+
+    let initial = new_upload(t, p, admin);
+    let original = created(store.upload_create(t, &initial, Some(&key)).await.unwrap());
+
+    // A retry comes with a fresh upload; it is not written.
+    let retry = new_upload(t, p, admin);
+    assert_eq!(
+        store.upload_create(t, &retry, Some(&key)).await.unwrap(),
+        CreateUpload::Replayed {
+            upload: original.clone(),
+            same_request: true
+        }
+    );
+    assert!(store.upload_get(t, retry.id).await.unwrap().is_none());
+    // The very same upload again is a replay too, not a clash on its id.
+    assert_eq!(
+        store.upload_create(t, &initial, Some(&key)).await.unwrap(),
+        CreateUpload::Replayed {
+            upload: original.clone(),
+            same_request: true
+        }
+    );
+    // The key with another request behind it.
+    let other_request = idempotency("req-7c1e", 2);
+    assert_eq!(
+        store
+            .upload_create(t, &new_upload(t, p, admin), Some(&other_request))
+            .await
+            .unwrap(),
+        CreateUpload::Replayed {
+            upload: original.clone(),
+            same_request: false
+        }
+    );
+
+    // Keys belong to their uploader.
+    let anas = created(
+        store
+            .upload_create(t, &new_upload(t, p, ana), Some(&key))
+            .await
+            .unwrap(),
+    );
+    assert_ne!(anas.id, original.id);
+    assert_eq!(anas.uploaded_by, ana);
+    // Other keys, or none, create.
+    let other_key = idempotency("req-8d2f", 1);
+    let third = store
+        .upload_create(t, &new_upload(t, p, admin), Some(&other_key))
+        .await;
+    created(third.unwrap());
+    upload(store, t, p, admin).await;
+    upload(store, t, p, admin).await;
+    let all = UploadFilter::default();
+    let listed = store.upload_list(t, p, &all, first(10)).await.unwrap();
+    assert_eq!(listed.len(), 5);
+
+    // A replay shows the upload as it is now.
+    let marked = mark(store, t, original.id).await.unwrap();
+    assert_eq!(
+        store
+            .upload_create(t, &new_upload(t, p, admin), Some(&key))
+            .await
+            .unwrap(),
+        CreateUpload::Replayed {
+            upload: marked,
+            same_request: true
+        }
+    );
+}
+
+async fn concurrent_creates_with_one_key_write_one_upload(cx: Ctx) {
+    let (t, admin) = tenant(&*cx.store, "acme").await;
+    let p = project(&*cx.store, t, admin, "Torre").await;
+    let key = idempotency("req-7c1e", 1);
+    // Half retry with the very same upload, half with fresh ones.
+    let shared = new_upload(t, p, admin);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&cx.store);
+            let key = key.clone();
+            let new = if i % 2 == 0 {
+                shared.clone()
+            } else {
+                new_upload(t, p, admin)
+            };
+            tokio::spawn(async move { store.upload_create(t, &new, Some(&key)).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap().unwrap());
+    }
+    let winners: Vec<&Upload> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            CreateUpload::Created(upload) => Some(upload),
+            CreateUpload::Replayed { .. } => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = winners[0].clone();
+    for outcome in &outcomes {
+        if let CreateUpload::Replayed {
+            upload,
+            same_request,
+        } = outcome
+        {
+            assert_eq!(upload, &winner);
+            assert!(same_request);
+        }
+    }
+    let all = UploadFilter::default();
+    let listed = cx.store.upload_list(t, p, &all, first(10)).await.unwrap();
+    assert_eq!(listed, [winner]);
+}
+
+async fn upload_duplicates_are_stored_live_copies(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let ana = user(store, t, "ana@acme.mx", Role::Empleado).await;
+    let p = project(store, t, admin, "Torre").await;
+    let other = project(store, t, admin, "Puente").await;
+    let h = sha('c');
+    let hashed = |project, by| NewUpload {
+        sha256: Some(h.clone()),
+        ..new_upload(t, project, by)
+    };
+    let find = async |project, by, hash: &Sha256Hex| {
+        store
+            .upload_find_duplicate(t, project, by, hash)
+            .await
+            .unwrap()
+            .map(|u| u.id)
+    };
+
+    let older = create(store, t, &hashed(p, admin)).await;
+    assert_eq!(find(p, admin, &h).await, None, "pending: no bytes yet");
+    mark(store, t, older.id).await.unwrap();
+    assert_eq!(find(p, admin, &h).await, Some(older.id));
+    assert_eq!(
+        store.upload_find_duplicate(t, p, admin, &h).await.unwrap(),
+        Some(get(store, t, older.id).await)
+    );
+    for status in UploadStatus::ALL {
+        set_status(&cx, older.id, status).await;
+        let found = find(p, admin, &h).await;
+        assert_eq!(found.is_some(), status.has_bytes(), "{status}");
+    }
+    set_status(&cx, older.id, UploadStatus::Completed).await;
+
+    // The newest stored copy wins, pending ones do not count.
+    let newer = create(store, t, &hashed(p, admin)).await;
+    mark(store, t, newer.id).await.unwrap();
+    create(store, t, &hashed(p, admin)).await;
+    assert_eq!(find(p, admin, &h).await, Some(newer.id));
+
+    // Trashed copies are no duplicates.
+    store.upload_trash(t, newer.id, now()).await.unwrap();
+    assert_eq!(find(p, admin, &h).await, Some(older.id));
+    store.upload_trash(t, older.id, now()).await.unwrap();
+    assert_eq!(find(p, admin, &h).await, None);
+    store.upload_restore(t, older.id, now()).await.unwrap();
+    assert_eq!(find(p, admin, &h).await, Some(older.id));
+
+    // Only the same uploader, project and hash.
+    let anas = create(store, t, &hashed(p, ana)).await;
+    mark(store, t, anas.id).await.unwrap();
+    assert_eq!(find(p, ana, &h).await, Some(anas.id));
+    assert_eq!(find(other, admin, &h).await, None);
+    assert_eq!(find(p, admin, &sha('d')).await, None);
+}
+
+async fn upload_usage_counts_all_but_expired(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let (b, admin_b) = tenant(store, "beta").await;
+    let p = project(store, t, admin, "Torre").await;
+    let pb = project(store, b, admin_b, "Puente").await;
+    assert_eq!(store.upload_usage(t).await.unwrap(), 0);
+
+    let sized = |size| NewUpload {
+        size,
+        ..new_upload(t, p, admin)
+    };
+    create(store, t, &sized(100)).await;
+    let uploaded = create(store, t, &sized(2_000)).await;
+    mark(store, t, uploaded.id).await.unwrap();
+    let trashed = create(store, t, &sized(5 * TIB)).await;
+    store.upload_trash(t, trashed.id, now()).await.unwrap();
+    let due = NewUpload {
+        expires_at: now() - TimeDelta::seconds(1),
+        ..sized(30_000)
+    };
+    create(store, t, &due).await;
+    let expired = store.uploads_expire_due(now(), 10).await.unwrap();
+    assert_eq!(upload_ids(&expired), [due.id]);
+    let theirs = NewUpload {
+        size: 7,
+        ..new_upload(b, pb, admin_b)
+    };
+    create(store, b, &theirs).await;
+
+    assert_eq!(store.upload_usage(t).await.unwrap(), 100 + 2_000 + 5 * TIB);
+    assert_eq!(store.upload_usage(b).await.unwrap(), 7);
+    store.upload_purge(t, trashed.id, later()).await.unwrap();
+    assert_eq!(store.upload_usage(t).await.unwrap(), 100 + 2_000);
+}
+
+async fn upload_list_filters_and_pages(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let ana = user(store, t, "ana@acme.mx", Role::Empleado).await;
+    let p = project(store, t, admin, "Torre").await;
+    let q = project(store, t, admin, "Puente").await;
+    let base = now() - TimeDelta::hours(1);
+    let minute = |i: i64| base + TimeDelta::minutes(i);
+    let mut u = Vec::new();
+    for i in 0..6 {
+        let new = NewUpload {
+            created_at: minute(i),
+            ..new_upload(t, p, if i % 2 == 0 { admin } else { ana })
+        };
+        u.push(create(store, t, &new).await.id);
+    }
+    let elsewhere = upload(store, t, q, admin).await;
+    mark(store, t, u[1]).await.unwrap();
+    mark(store, t, u[4]).await.unwrap();
+    store.upload_trash(t, u[2], now()).await.unwrap();
+    store.upload_trash(t, u[5], now()).await.unwrap();
+
+    let list = async |filter: UploadFilter, page: PageRequest| {
+        upload_ids(&store.upload_list(t, p, &filter, page).await.unwrap())
+    };
+    let live = UploadFilter::default();
+    let trash = UploadFilter {
+        deleted: true,
+        ..UploadFilter::default()
+    };
+    assert_eq!(
+        list(live.clone(), first(10)).await,
+        [u[4], u[3], u[1], u[0]]
+    );
+    assert_eq!(list(trash.clone(), first(10)).await, [u[5], u[2]]);
+    let status = |status| UploadFilter {
+        status: Some(status),
+        ..UploadFilter::default()
+    };
+    assert_eq!(
+        list(status(UploadStatus::Uploaded), first(10)).await,
+        [u[4], u[1]]
+    );
+    assert_eq!(
+        list(status(UploadStatus::Pending), first(10)).await,
+        [u[3], u[0]]
+    );
+    assert!(
+        list(status(UploadStatus::Expired), first(10))
+            .await
+            .is_empty()
+    );
+    let by_ana = UploadFilter {
+        uploaded_by: Some(ana),
+        ..UploadFilter::default()
+    };
+    assert_eq!(list(by_ana.clone(), first(10)).await, [u[3], u[1]]);
+    let ana_trash = UploadFilter {
+        deleted: true,
+        ..by_ana
+    };
+    assert_eq!(list(ana_trash, first(10)).await, [u[5]]);
+    // `from` is inclusive, `to` exclusive.
+    let range = UploadFilter {
+        from: Some(minute(1)),
+        to: Some(minute(4)),
+        ..UploadFilter::default()
+    };
+    assert_eq!(list(range.clone(), first(10)).await, [u[3], u[1]]);
+    let range_trash = UploadFilter {
+        deleted: true,
+        ..range
+    };
+    assert_eq!(list(range_trash, first(10)).await, [u[2]]);
+    let from = UploadFilter {
+        from: Some(minute(4) + micros(1)),
+        deleted: true,
+        ..UploadFilter::default()
+    };
+    assert_eq!(list(from, first(10)).await, [u[5]]);
+    let to = UploadFilter {
+        to: Some(minute(1) + micros(1)),
+        ..UploadFilter::default()
+    };
+    assert_eq!(list(to, first(10)).await, [u[1], u[0]]);
+
+    // Pages: limit + 1 rows, newest first, from the cursor on.
+    assert_eq!(list(live.clone(), first(2)).await, [u[4], u[3], u[1]]);
+    let cursor = u[3].as_uuid();
+    assert_eq!(list(live.clone(), after(2, cursor)).await, [u[1], u[0]]);
+    let pending = status(UploadStatus::Pending);
+    assert_eq!(list(pending, after(1, u[4].as_uuid())).await, [u[3], u[0]]);
+    assert!(list(live, after(5, u[0].as_uuid())).await.is_empty());
+
+    let all = UploadFilter::default();
+    let other = store.upload_list(t, q, &all, first(10)).await.unwrap();
+    assert_eq!(upload_ids(&other), [elsewhere.id]);
+}
+
+async fn upload_mark_uploaded_enqueues_one_job(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let p = project(store, t, admin, "Torre").await;
+    let pending = upload(store, t, p, admin).await;
+
+    let at = now() + TimeDelta::seconds(1);
+    let job = new_job(at);
+    let marked = store
+        .upload_mark_uploaded(t, pending.id, &job, at)
+        .await
+        .unwrap()
+        .unwrap();
+    let expected = Upload {
+        status: UploadStatus::Uploaded,
+        uploaded_at: Some(at),
+        updated_at: at,
+        ..pending.clone()
+    };
+    assert_eq!(marked, expected);
+    assert_eq!(get(store, t, pending.id).await, expected);
+    assert_eq!(jobs_of(&cx, pending.id).await, [JobRow::queued(t, &job)]);
+
+    // Again: the upload as it is, and no second job.
+    let later = at + TimeDelta::seconds(1);
+    let again = store
+        .upload_mark_uploaded(t, pending.id, &new_job(later), later)
+        .await
+        .unwrap();
+    assert_eq!(again, Some(expected));
+    assert_eq!(jobs_of(&cx, pending.id).await, [JobRow::queued(t, &job)]);
+
+    // Concurrent completions enqueue once, and all see the one outcome.
+    let raced = upload(store, t, p, admin).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&cx.store);
+            tokio::spawn(async move {
+                store
+                    .upload_mark_uploaded(t, raced.id, &new_job(now()), now())
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap().unwrap().unwrap());
+    }
+    assert_eq!(outcomes[0].status, UploadStatus::Uploaded);
+    assert!(outcomes.iter().all(|o| *o == outcomes[0]), "{outcomes:?}");
+    assert_eq!(jobs_of(&cx, raced.id).await.len(), 1);
+
+    // Uploads past PENDING are returned unchanged, without a job.
+    let late = NewUpload {
+        expires_at: now() - TimeDelta::seconds(1),
+        ..new_upload(t, p, admin)
+    };
+    create(store, t, &late).await;
+    store.uploads_expire_due(now(), 10).await.unwrap();
+    let expired = get(store, t, late.id).await;
+    assert_eq!(mark(store, t, late.id).await, Some(expired));
+    assert!(jobs_of(&cx, late.id).await.is_empty());
+    for status in [UploadStatus::Processing, UploadStatus::Failed] {
+        let up = upload(store, t, p, admin).await;
+        set_status(&cx, up.id, status).await;
+        let before = get(store, t, up.id).await;
+        assert_eq!(mark(store, t, up.id).await, Some(before));
+        assert!(jobs_of(&cx, up.id).await.is_empty());
+    }
+    assert!(mark(store, t, UploadId::new()).await.is_none());
+}
+
+async fn uploads_expire_due_only_due_pending(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let (b, admin_b) = tenant(store, "beta").await;
+    let p = project(store, t, admin, "Torre").await;
+    let pb = project(store, b, admin_b, "Puente").await;
+    let at = now();
+    let expiring = |tenant, project, by, expires_at| NewUpload {
+        expires_at,
+        ..new_upload(tenant, project, by)
+    };
+    let secs = TimeDelta::seconds;
+    // Sweeps are system-wide: another tenant's uploads expire too.
+    let theirs = create(store, b, &expiring(b, pb, admin_b, at - secs(5))).await;
+    let due1 = create(store, t, &expiring(t, p, admin, at - secs(2))).await;
+    let due2 = create(store, t, &expiring(t, p, admin, at - micros(1))).await;
+    // URLs stop working at `expires_at`, as refresh tokens do.
+    let due3 = create(store, t, &expiring(t, p, admin, at)).await;
+    let not_due = create(store, t, &expiring(t, p, admin, at + micros(1))).await;
+    let uploaded = create(store, t, &expiring(t, p, admin, at - secs(9))).await;
+    mark(store, t, uploaded.id).await.unwrap();
+    let uploaded = get(store, t, uploaded.id).await;
+
+    let sweep = async |limit| {
+        let mut expired = store.uploads_expire_due(at, limit).await.unwrap();
+        expired.sort_by_key(|u| u.expires_at);
+        expired
+    };
+    let expired = sweep(2).await;
+    assert_eq!(upload_ids(&expired), [theirs.id, due1.id], "earliest first");
+    for (after, before) in expired.iter().zip([&theirs, &due1]) {
+        let expected = Upload {
+            status: UploadStatus::Expired,
+            updated_at: at,
+            ..before.clone()
+        };
+        assert_eq!(after, &expected);
+        assert_eq!(get(store, after.tenant_id, after.id).await, expected);
+    }
+    assert_eq!(upload_ids(&sweep(10).await), [due2.id, due3.id]);
+    assert!(sweep(10).await.is_empty());
+    assert_eq!(get(store, t, not_due.id).await, not_due);
+    assert_eq!(get(store, t, uploaded.id).await, uploaded);
+    let later = store.uploads_expire_due(at + micros(1), 10).await.unwrap();
+    assert_eq!(upload_ids(&later), [not_due.id]);
+}
+
+async fn concurrent_expiry_sweeps_never_share_an_upload(cx: Ctx) {
+    let (t, admin) = tenant(&*cx.store, "acme").await;
+    let p = project(&*cx.store, t, admin, "Torre").await;
+    let mut due = HashSet::new();
+    for _ in 0..30 {
+        let new = NewUpload {
+            expires_at: now() - TimeDelta::seconds(1),
+            ..new_upload(t, p, admin)
+        };
+        due.insert(create(&*cx.store, t, &new).await.id);
+    }
+    let sweepers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&cx.store);
+            tokio::spawn(async move {
+                let mut expired = Vec::new();
+                loop {
+                    let batch = store.uploads_expire_due(now(), 3).await.unwrap();
+                    if batch.is_empty() {
+                        return expired;
+                    }
+                    expired.extend(batch.into_iter().map(|u| u.id));
+                }
+            })
+        })
+        .collect();
+    let mut expired = Vec::new();
+    for sweeper in sweepers {
+        expired.extend(sweeper.await.unwrap());
+    }
+    let unique: HashSet<UploadId> = expired.iter().copied().collect();
+    assert_eq!(unique.len(), expired.len(), "an upload was returned twice");
+    assert_eq!(unique, due);
+}
+
+async fn upload_trash_and_restore_are_idempotent(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let p = project(store, t, admin, "Torre").await;
+    let up = upload(store, t, p, admin).await;
+    let second = TimeDelta::seconds(1);
+
+    let t1 = now() + second;
+    let trashed = store.upload_trash(t, up.id, t1).await.unwrap().unwrap();
+    let expected = Upload {
+        deleted_at: Some(t1),
+        updated_at: t1,
+        ..up.clone()
+    };
+    assert_eq!(trashed, expected, "the status stays as it was");
+    let again = store.upload_trash(t, up.id, t1 + second).await.unwrap();
+    assert_eq!(
+        again,
+        Some(expected.clone()),
+        "a second trash changes nothing"
+    );
+    assert_eq!(get(store, t, up.id).await, expected);
+
+    let t3 = t1 + second * 2;
+    let restored = store.upload_restore(t, up.id, t3).await.unwrap().unwrap();
+    let expected = Upload {
+        deleted_at: None,
+        updated_at: t3,
+        ..up.clone()
+    };
+    assert_eq!(restored, expected);
+    let again = store.upload_restore(t, up.id, t3 + second).await.unwrap();
+    assert_eq!(again, Some(expected.clone()));
+    assert_eq!(get(store, t, up.id).await, expected);
+
+    let missing = UploadId::new();
+    assert!(store.upload_trash(t, missing, t3).await.unwrap().is_none());
+    assert!(
+        store
+            .upload_restore(t, missing, t3)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn uploads_purge_due_oldest_first_before_cutoff(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let (b, admin_b) = tenant(store, "beta").await;
+    let p = project(store, t, admin, "Torre").await;
+    let pb = project(store, b, admin_b, "Puente").await;
+    let base = now() - TimeDelta::days(40);
+    let at = |ms: i64| base + TimeDelta::milliseconds(ms);
+    let mut trashed = Vec::new();
+    for ms in [3_000, 1_000, 2_000, 10_000] {
+        let up = upload(store, t, p, admin).await;
+        store.upload_trash(t, up.id, at(ms)).await.unwrap();
+        trashed.push(up.id);
+    }
+    let [u3, u1, u2, u10] = trashed[..] else {
+        unreachable!()
+    };
+    let theirs = upload(store, b, pb, admin_b).await;
+    store.upload_trash(b, theirs.id, at(500)).await.unwrap();
+    upload(store, t, p, admin).await;
+
+    let due = async |before, limit| {
+        let rows = store.uploads_purge_due(before, limit).await.unwrap();
+        assert!(rows.iter().all(|u| u.deleted_at.is_some()));
+        upload_ids(&rows)
+    };
+    assert_eq!(due(at(5_000), 10).await, [theirs.id, u1, u2, u3]);
+    assert_eq!(due(at(5_000), 2).await, [theirs.id, u1]);
+    // Trashed before the cutoff, not at it.
+    assert_eq!(due(at(3_000), 10).await, [theirs.id, u1, u2]);
+    assert_eq!(due(at(10_000) + micros(1), 10).await.len(), 5);
+    assert!(due(at(500), 10).await.is_empty());
+    assert!(due(now(), 10).await.contains(&u10));
+    // Restored uploads are no longer due.
+    store.upload_restore(t, u1, now()).await.unwrap();
+    assert_eq!(due(at(5_000), 10).await, [theirs.id, u2, u3]);
+}
+
+async fn upload_purge_takes_only_trashed(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let p = project(store, t, admin, "Torre").await;
+    let key = idempotency("req-7c1e", 1);
+    let initial = new_upload(t, p, admin);
+    let up = created(store.upload_create(t, &initial, Some(&key)).await.unwrap());
+    mark(store, t, up.id).await.unwrap();
+    assert_eq!(jobs_of(&cx, up.id).await.len(), 1);
+
+    assert!(
+        !store.upload_purge(t, up.id, later()).await.unwrap(),
+        "live"
+    );
+    assert!(store.upload_get(t, up.id).await.unwrap().is_some());
+    store.upload_trash(t, up.id, now()).await.unwrap();
+    store.upload_restore(t, up.id, now()).await.unwrap();
+    assert!(
+        !store.upload_purge(t, up.id, later()).await.unwrap(),
+        "restored"
+    );
+
+    store.upload_trash(t, up.id, now()).await.unwrap();
+    let trashed_at = store
+        .upload_get(t, up.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .deleted_at
+        .unwrap();
+    assert!(
+        !store.upload_purge(t, up.id, trashed_at).await.unwrap(),
+        "trashed after the cutoff"
+    );
+    assert!(store.upload_purge(t, up.id, later()).await.unwrap());
+    assert!(store.upload_get(t, up.id).await.unwrap().is_none());
+    assert!(
+        !store.upload_purge(t, up.id, later()).await.unwrap(),
+        "already gone"
+    );
+    assert!(
+        store
+            .upload_restore(t, up.id, now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Its jobs and idempotency key went with it: the key creates anew.
+    assert!(jobs_of(&cx, up.id).await.is_empty());
+    let again = store
+        .upload_create(t, &new_upload(t, p, admin), Some(&key))
+        .await;
+    assert_ne!(created(again.unwrap()).id, up.id);
+    assert!(
+        !store
+            .upload_purge(t, UploadId::new(), later())
+            .await
+            .unwrap()
+    );
+}
+
+async fn tenant_limits_round_trip(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, _) = tenant(store, "acme").await;
+    let (b, _) = tenant(store, "beta").await;
+    assert_eq!(
+        store.tenant_limits(t).await.unwrap(),
+        TenantLimits::default()
+    );
+
+    for limits in [
+        TenantLimits {
+            max_upload_bytes: Some(5 * TIB),
+            quota_bytes: None,
+        },
+        TenantLimits {
+            max_upload_bytes: None,
+            quota_bytes: Some(20 * TIB),
+        },
+        TenantLimits {
+            max_upload_bytes: Some(0),
+            quota_bytes: Some(u64::try_from(i64::MAX).unwrap()),
+        },
+        TenantLimits::default(),
+    ] {
+        store.tenant_set_limits(t, limits).await.unwrap();
+        assert_eq!(store.tenant_limits(t).await.unwrap(), limits);
+        assert_eq!(
+            store.tenant_limits(b).await.unwrap(),
+            TenantLimits::default()
+        );
+    }
+
+    let set = TenantLimits {
+        max_upload_bytes: Some(MIB),
+        quota_bytes: Some(TIB),
+    };
+    store.tenant_set_limits(t, set).await.unwrap();
+    let too_big = TenantLimits {
+        max_upload_bytes: Some(u64::MAX),
+        quota_bytes: None,
+    };
+    let err = store.tenant_set_limits(t, too_big).await.unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert_eq!(store.tenant_limits(t).await.unwrap(), set, "unchanged");
+
+    // An unknown tenant has the defaults, and setting its limits is a no-op.
+    let nobody = TenantId::new();
+    store.tenant_set_limits(nobody, set).await.unwrap();
+    assert_eq!(
+        store.tenant_limits(nobody).await.unwrap(),
+        TenantLimits::default()
+    );
+}
+
 // ---- Backend-specific -----------------------------------------------------
 
 #[tokio::test]
@@ -1169,4 +2165,9 @@ async fn connection_errors_do_not_reveal_the_password() {
         source = e.source();
     }
     assert!(!text.contains("s3cr3t-pw"), "{text}");
+}
+
+/// A purge cutoff after everything the tests trash.
+fn later() -> DateTime<Utc> {
+    now() + chrono::Duration::days(1)
 }

@@ -1,8 +1,11 @@
 //! Shared test infrastructure: the real app booted in-process on a random
 //! port against a fresh database (SQLite in a temp dir, or a PostgreSQL
-//! database created for the test and dropped afterwards), an HTTP client
-//! bound to it, fixtures (tenants, users of each role) and assertions on
-//! problem documents. `process` drives the compiled binary as a child.
+//! database created for the test and dropped afterwards) and its object
+//! storage (`sqlite`: files in the temp dir, the embedded default;
+//! `postgres`: the S3 server of `BUILDPEER_TEST_S3_URL`, as in production),
+//! an HTTP client bound to it, fixtures (tenants, users of each role) and
+//! assertions on problem documents. `process` drives the compiled binary as
+//! a child.
 #![allow(dead_code)]
 
 pub mod process;
@@ -14,14 +17,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use buildpeer::Config;
-use buildpeer::app::{App, connect_store};
+use buildpeer::app::{App, connect_store, open_blobs};
 use buildpeer_core::Service;
 use buildpeer_core::auth::TokenKeys;
 use buildpeer_core::clock::SystemClock;
-use buildpeer_core::service::CreateTenantInput;
+use buildpeer_core::service::{CreateTenantInput, Deps};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
-use secrecy::{SecretSlice, SecretString};
+use secrecy::{ExposeSecret as _, SecretSlice, SecretString};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
@@ -31,6 +34,11 @@ use uuid::Uuid;
 pub const PG_URL_ENV: &str = "BUILDPEER_TEST_POSTGRES_URL";
 /// Prefix of every test database name (lets scripts/test drop leftovers).
 pub const PG_PREFIX_ENV: &str = "BUILDPEER_TEST_DB_PREFIX";
+/// The S3 storage URL the `postgres` variants store objects in
+/// (`s3://BUCKET?endpoint=…&region=…`, credentials in `AWS_ACCESS_KEY_ID`
+/// and `AWS_SECRET_ACCESS_KEY`); scripts/test starts a Garage and sets it.
+/// Object keys hold fresh UUIDv7s, so every test shares the one bucket.
+pub const S3_URL_ENV: &str = "BUILDPEER_TEST_S3_URL";
 /// Upper bound for one scenario, set-up and tear-down included.
 pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 /// Upper bound for one HTTP exchange.
@@ -40,6 +48,10 @@ pub const PASSWORD: &str = "correct-horse-battery";
 /// The roles, as the API spells them.
 pub const ROLES: [&str; 4] = ["admin", "supervisor", "empleado", "viewer"];
 
+/// The two deployments every scenario runs on: `Sqlite` is SQLite with
+/// objects on the local disk (the embedded default), `Postgres` is
+/// PostgreSQL with objects on S3 (production; local disk when
+/// `BUILDPEER_TEST_S3_URL` is unset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -53,6 +65,11 @@ impl Backend {
             Backend::Postgres => "postgres",
         }
     }
+}
+
+/// The S3 URL for the `postgres` variants, if configured.
+pub fn s3_url() -> Option<String> {
+    std::env::var(S3_URL_ENV).ok().filter(|u| !u.is_empty())
 }
 
 /// Turns each `async fn scenario(backend: Backend)` into a module with two
@@ -174,6 +191,44 @@ pub fn with_database(url: &str, db: &str) -> String {
 
 // ---- The app under test ----------------------------------------------------
 
+/// A `Service` on the app's database and object storage. The local store
+/// signs its links with a key derived from the app's JWT secret (the
+/// configured one, or the one the app generated in the data dir), so the
+/// links this handle signs work against the app too.
+async fn second_service(config: &Config, addr: SocketAddr) -> Service {
+    let store = connect_store(&config.database, &config.data_dir)
+        .await
+        .expect("second store handle");
+    let secret = match &config.jwt_secret {
+        Some(s) => s.expose_secret().as_bytes().to_vec(),
+        None => std::fs::read_to_string(config.data_dir.join("jwt_secret"))
+            .expect("the app's generated JWT secret")
+            .trim()
+            .as_bytes()
+            .to_vec(),
+    };
+    let secret = SecretSlice::from(secret);
+    let public_url = match &config.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => format!("http://{addr}"),
+    };
+    let blobs = open_blobs(
+        config.storage_url.as_deref(),
+        &config.data_dir,
+        public_url,
+        &secret,
+    )
+    .await
+    .expect("second blob store handle");
+    Service::new(Deps {
+        store,
+        blobs,
+        clock: Arc::new(SystemClock),
+        tokens: TokenKeys::new(&secret).expect("token keys"),
+        uploads: config.uploads.clone(),
+    })
+}
+
 /// The real app, serving on 127.0.0.1 on a random port until dropped.
 pub struct TestApp {
     pub backend: Backend,
@@ -181,8 +236,10 @@ pub struct TestApp {
     pub base_url: String,
     pub client: reqwest::Client,
     pub config: Config,
-    /// A second handle on the same database, for operator actions the API
-    /// does not offer (creating tenants).
+    /// A second handle on the same database and object storage (with the
+    /// app's upload settings and link-signing secret), for operator actions
+    /// the API does not offer (creating tenants, setting limits, sweeping)
+    /// and for looking at stored objects.
     pub service: Service,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -211,6 +268,10 @@ impl TestApp {
             Backend::Postgres => {
                 let db = PgDatabase::create().await;
                 config.database.url = SecretString::from(db.url.clone());
+                match s3_url() {
+                    Some(url) => config.storage_url = Some(url),
+                    None => eprintln!("note: {S3_URL_ENV} unset: postgres keeps local storage"),
+                }
                 Some(db)
             }
         };
@@ -221,13 +282,11 @@ impl TestApp {
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
-        let store = connect_store(&config.database, &config.data_dir)
-            .await
-            .expect("second store handle");
-        let keys = TokenKeys::new(&SecretSlice::from(vec![0x5a_u8; 32])).expect("token keys");
-        let service = Service::new(store, Arc::new(SystemClock), keys);
+        let service = second_service(&config, addr).await;
+        // Redirects are answers to look at (the download's 307), not to follow.
         let client = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(REQUEST_TIMEOUT)
             .build()
             .expect("HTTP client");
@@ -243,6 +302,49 @@ impl TestApp {
             counter: AtomicUsize::new(0),
             pg,
             _dir: dir,
+        }
+    }
+
+    /// Whether objects live on S3 (rather than the local disk).
+    pub fn on_s3(&self) -> bool {
+        self.config
+            .storage_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("s3:"))
+    }
+
+    /// Counts the rows of `table` whose `upload_id` is `upload`, straight
+    /// from the app's database (SQLite file or PostgreSQL test database).
+    pub async fn count_upload_rows(&self, table: &str, upload: Uuid) -> i64 {
+        assert!(
+            table.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "not a table name: {table}"
+        );
+        let url = self.config.database.url.expose_secret().to_owned();
+        if self.config.database.is_sqlite() {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE upload_id = ?1");
+            let mut conn = sqlx::SqliteConnection::connect(&url)
+                .await
+                .expect("connecting to the SQLite file");
+            let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(upload)
+                .fetch_one(&mut conn)
+                .await
+                .expect("counting rows");
+            let _ = conn.close().await;
+            n
+        } else {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE upload_id = $1");
+            let mut conn = PgConnection::connect(&url)
+                .await
+                .expect("connecting to the test database");
+            let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(upload)
+                .fetch_one(&mut conn)
+                .await
+                .expect("counting rows");
+            let _ = conn.close().await;
+            n
         }
     }
 

@@ -5,11 +5,13 @@
 mod auth;
 mod projects;
 mod tenants;
+mod uploads;
 mod users;
 
 use std::sync::Arc;
 
 use crate::auth::TokenKeys;
+use crate::blob::BlobStore;
 use crate::clock::Clock;
 use crate::error::CoreError;
 use crate::ids::{TenantId, UserId};
@@ -20,6 +22,10 @@ use crate::ports::MetadataStore;
 pub use auth::{LoginInput, TokenPair};
 pub use projects::{CreateProjectInput, ProjectListQuery, UpdateProjectInput};
 pub use tenants::{Bootstrap, CreateTenantInput};
+pub use uploads::{
+    Download, InitiateUploadInput, Initiated, PROCESS_UPLOAD, SweepReport, UploadInstructions,
+    UploadListQuery, UploadSettings,
+};
 pub use users::{CreateUserInput, UpdateUserInput};
 
 /// The authenticated principal of a request: who, in which tenant, with which
@@ -32,11 +38,22 @@ pub struct Actor {
     pub role: Role,
 }
 
+/// What the use-cases run on.
+pub struct Deps {
+    pub store: Arc<dyn MetadataStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub clock: Arc<dyn Clock>,
+    pub tokens: TokenKeys,
+    pub uploads: UploadSettings,
+}
+
 /// The use-cases, over the ports.
 #[derive(Clone)]
 pub struct Service {
     store: Arc<dyn MetadataStore>,
+    blobs: Arc<dyn BlobStore>,
     clock: Arc<dyn Clock>,
+    uploads: Arc<UploadSettings>,
     tokens: Arc<TokenKeys>,
     /// A hash of a random password, verified against when a login names an
     /// unknown tenant or e-mail so that the answer takes as long as a real miss.
@@ -44,17 +61,23 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(store: Arc<dyn MetadataStore>, clock: Arc<dyn Clock>, tokens: TokenKeys) -> Self {
+    pub fn new(deps: Deps) -> Self {
         Self {
-            store,
-            clock,
-            tokens: Arc::new(tokens),
+            store: deps.store,
+            blobs: deps.blobs,
+            clock: deps.clock,
+            uploads: Arc::new(deps.uploads),
+            tokens: Arc::new(deps.tokens),
             dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
         &self.store
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
     }
 
     fn require(&self, actor: &Actor, action: TenantAction) -> Result<(), CoreError> {

@@ -48,7 +48,7 @@ impl Service {
     /// Loads a project the actor may act on: 404 when it does not exist, is
     /// in another tenant or is invisible to the actor; 403 when visible but
     /// the role lacks the action.
-    async fn authorized_project(
+    pub(super) async fn authorized_project(
         &self,
         actor: &Actor,
         id: ProjectId,

@@ -117,3 +117,21 @@ impl Service {
         }
     }
 }
+
+impl Service {
+    /// Overrides a tenant's upload limits (an operator action: the CLI).
+    pub async fn set_tenant_limits(
+        &self,
+        slug: &str,
+        limits: crate::ports::TenantLimits,
+    ) -> Result<(), CoreError> {
+        let (slug,) = validate!(slug = Slug::parse(slug))?;
+        let tenant = self
+            .store
+            .tenant_by_slug(&slug)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        self.store.tenant_set_limits(tenant.id, limits).await?;
+        Ok(())
+    }
+}

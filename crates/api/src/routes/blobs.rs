@@ -1,0 +1,120 @@
+//! `/v1/blobs/{key}`: the local blob store's signed URLs. On S3 storage the
+//! signed URLs point at S3 and this route answers 404. No bearer token: the
+//! signature in the query is the credential, checked by the adapter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, BodyDataStream};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use buildpeer_core::CoreError;
+use buildpeer_core::blob::{BlobError, SignedMethod, SignedRequest};
+use futures_util::StreamExt as _;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The most of a refused PUT's body that is read and thrown away before the
+/// answer goes out: the largest body a client is told to send in one request
+/// with the default settings (a single PUT just under the multipart threshold).
+/// A server that answers while the client is still sending and then closes
+/// makes the client see a reset (a broken pipe) instead of the 403 that tells
+/// it to start over; past this size the bandwidth is not worth it.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+/// How long draining a refused body may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn handle(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let blobs = state.service.blobs().clone();
+    let endpoint = blobs
+        .signed_endpoint()
+        .ok_or(ApiError::Core(CoreError::NotFound))?;
+    let method = match *req.method() {
+        Method::PUT => SignedMethod::Put,
+        Method::GET | Method::HEAD => SignedMethod::Get,
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    let headers = req.headers().clone();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let signed = SignedRequest {
+        method,
+        key: &key,
+        query: &query,
+        content_type,
+        content_length,
+        now: chrono::Utc::now(),
+    };
+    match method {
+        SignedMethod::Put => {
+            // Shared, so that what the store leaves unread can be drained.
+            let body = Arc::new(tokio::sync::Mutex::new(req.into_body().into_data_stream()));
+            let feed = futures_util::stream::unfold(body.clone(), |body| async move {
+                let next = body.lock().await.next().await;
+                next.map(|chunk| (chunk.map_err(|e| BlobError::Other(Box::new(e))), body))
+            });
+            let etag = match endpoint.signed_put(signed, Box::pin(feed)).await {
+                Ok(etag) => etag,
+                Err(e) => {
+                    if content_length.is_none_or(|n| n <= DRAIN_LIMIT) {
+                        drain(&body).await;
+                    }
+                    return Err(e.into());
+                }
+            };
+            let mut response = StatusCode::OK.into_response();
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                response.headers_mut().insert(header::ETAG, v);
+            }
+            Ok(response)
+        }
+        SignedMethod::Get => {
+            let got = endpoint.signed_get(signed).await?;
+            let mut response = Response::new(Body::from_stream(got.body));
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(got.meta.size));
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&got.content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&got.content_disposition) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            if let Some(etag) = got.meta.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+                h.insert(header::ETAG, etag);
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// Reads the rest of a request body, up to [`DRAIN_LIMIT`] bytes and
+/// [`DRAIN_TIMEOUT`], and throws it away.
+async fn drain(body: &tokio::sync::Mutex<BodyDataStream>) {
+    let mut body = body.lock().await;
+    let read = async {
+        let mut total = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            total = total.saturating_add(chunk.len() as u64);
+            if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
+}

@@ -1,0 +1,282 @@
+//! The blob-store port: objects addressed by server-built keys, streamed in
+//! and out, multipart uploads, and signed URLs that let a client move bytes
+//! straight to or from storage without the API proxying them.
+//!
+//! Two adapters live in `buildpeer-storage`: the local file system (signed URLs
+//! point at this service's own `/v1/blobs/…` endpoint and carry an HMAC) and
+//! any S3-compatible store (SigV4 presigned URLs).
+
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_core::Stream;
+
+use crate::error::Invalid;
+use crate::ids::{ProjectId, TenantId, UploadId};
+
+/// A stream of object bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BlobError>> + Send>>;
+
+/// An object key. Keys are built by the server only (`ObjectKey::original`);
+/// a user's filename never becomes part of a path.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// `tenants/{tenant}/projects/{project}/uploads/{upload}/original`.
+    pub fn original(tenant: TenantId, project: ProjectId, upload: UploadId) -> Self {
+        Self(format!(
+            "tenants/{tenant}/projects/{project}/uploads/{upload}/original"
+        ))
+    }
+
+    /// Checks a key that arrives from outside (the local blob endpoint's path):
+    /// relative, `/`-separated segments of `[a-z0-9._-]`, no `.` or `..`
+    /// segment, at most 512 bytes. Every key `original` builds passes.
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        let ok = !s.is_empty()
+            && s.len() <= 512
+            && s.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg.bytes().all(|b| {
+                        b.is_ascii_lowercase()
+                            || b.is_ascii_digit()
+                            || matches!(b, b'-' | b'_' | b'.')
+                    })
+            });
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(Invalid::new("invalid_key", "not an object key"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectKey({})", self.0)
+    }
+}
+
+/// What storage knows about a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+/// A part the client uploaded, as it reported it on completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    pub number: u32,
+    pub etag: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedMethod {
+    Put,
+    Get,
+}
+
+impl SignedMethod {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SignedMethod::Put => "PUT",
+            SignedMethod::Get => "GET",
+        }
+    }
+}
+
+/// A signed request a client can make without other credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedUrl {
+    pub method: SignedMethod,
+    pub url: String,
+    /// Headers the client must send exactly as given (they are signed).
+    pub headers: Vec<(String, String)>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a signed single-object PUT binds: storage refuses another type or length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutSpec {
+    pub content_type: String,
+    pub content_length: u64,
+}
+
+/// Response headers a signed GET makes storage send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetSpec {
+    pub content_type: String,
+    pub content_disposition: String,
+}
+
+/// Errors of a blob-store adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("no such object")]
+    NotFound,
+    /// A signed request that does not hold: bad or expired signature, wrong
+    /// method, a body other than the one signed. The code is stable.
+    #[error("signed request refused: {0}")]
+    Denied(&'static str),
+    /// The client's multipart completion names a part storage does not have.
+    #[error("invalid multipart completion: {0}")]
+    InvalidParts(String),
+    /// Storage cannot be reached or timed out: worth retrying later.
+    #[error("blob store unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("blob store error")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Object storage.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// `"local"` or `"s3"`, for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Stores a whole object from a stream. Readers see the old object or the
+    /// new one, never a part of it.
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<ObjectMeta, BlobError>;
+    /// Streams an object, or the byte `range` of it.
+    async fn get(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, ByteStream), BlobError>;
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, BlobError>;
+    /// Idempotent: deleting a missing object succeeds.
+    async fn delete(&self, key: &ObjectKey) -> Result<(), BlobError>;
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<(ObjectKey, ObjectMeta)>, BlobError>;
+
+    /// Starts a multipart upload; returns its id.
+    async fn multipart_create(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+    ) -> Result<String, BlobError>;
+    /// Uploads one part from the server side; returns its ETag.
+    async fn multipart_put_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String, BlobError>;
+    /// Assembles the parts, in the order and with the ETags the client
+    /// reported (never rebuilt from a listing of what storage holds).
+    async fn multipart_complete(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<ObjectMeta, BlobError>;
+    /// Idempotent: aborting an unknown or finished upload succeeds.
+    async fn multipart_abort(&self, key: &ObjectKey, upload_id: &str) -> Result<(), BlobError>;
+
+    /// A PUT of exactly `spec` to `key`, valid until `expires_at`.
+    fn sign_put(
+        &self,
+        key: &ObjectKey,
+        spec: &PutSpec,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<SignedUrl, BlobError>;
+    /// A PUT of part `number` (exactly `content_length` bytes) of a multipart upload.
+    fn sign_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        number: u32,
+        content_length: u64,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<SignedUrl, BlobError>;
+    /// A GET of `key` answered with the headers of `spec`.
+    fn sign_get(
+        &self,
+        key: &ObjectKey,
+        spec: &GetSpec,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<SignedUrl, BlobError>;
+
+    /// The local adapter serves its own signed URLs; S3 serves them itself.
+    fn signed_endpoint(&self) -> Option<&dyn SignedEndpoint> {
+        None
+    }
+}
+
+/// A signed request as the local blob endpoint received it.
+pub struct SignedRequest<'a> {
+    pub method: SignedMethod,
+    /// The key from the URL path, unchecked.
+    pub key: &'a str,
+    /// The raw query string, signature included.
+    pub query: &'a str,
+    pub content_type: Option<&'a str>,
+    pub content_length: Option<u64>,
+    pub now: DateTime<Utc>,
+}
+
+/// What a signed GET answers.
+pub struct SignedGet {
+    pub meta: ObjectMeta,
+    pub body: ByteStream,
+    pub content_type: String,
+    pub content_disposition: String,
+}
+
+/// Serves signed URLs for a store that cannot serve them itself (the local
+/// file system): checks the signature in constant time, then moves the bytes.
+#[async_trait]
+pub trait SignedEndpoint: Send + Sync {
+    /// A signed PUT of an object or part; returns the stored ETag. Nothing
+    /// is written unless the whole body matches what was signed.
+    async fn signed_put(
+        &self,
+        req: SignedRequest<'_>,
+        body: ByteStream,
+    ) -> Result<String, BlobError>;
+    async fn signed_get(&self, req: SignedRequest<'_>) -> Result<SignedGet, BlobError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        let k = ObjectKey::original(TenantId::new(), ProjectId::new(), UploadId::new());
+        assert!(ObjectKey::parse(k.as_str()).is_ok());
+        for bad in [
+            "", "/abs", "a//b", "a/../b", "a/./b", "A/b", "a b", "a/b/", "ñ", "a\\b",
+        ] {
+            assert!(ObjectKey::parse(bad).is_err(), "{bad}");
+        }
+        assert!(ObjectKey::parse(&"a".repeat(513)).is_err());
+    }
+}

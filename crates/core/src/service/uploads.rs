@@ -1,0 +1,741 @@
+//! The upload lifecycle: initiate (signed URLs), complete (check the bytes,
+//! `UPLOADED` + processing job in one transaction), read, list, download,
+//! trash and restore, and the sweepers that expire and purge.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
+
+use super::{Actor, Service};
+use crate::blob::{BlobError, CompletedPart, GetSpec, ObjectKey, PutSpec, SignedUrl};
+use crate::error::{CoreError, Invalid};
+use crate::ids::{JobId, ProjectId, UploadId, UserId};
+use crate::model::Role;
+use crate::pagination::{Page, PageRequest};
+use crate::policy::{self, ProjectAction};
+use crate::ports::{CreateUpload, IdempotencyKey, NewJob, NewUpload, UploadFilter};
+use crate::upload::{ContentType, Filename, Sha256Hex, Transfer, Upload, UploadStatus, plan_parts};
+use crate::validate;
+
+/// Service-wide upload settings; per-tenant limits override the two limits.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    /// Above this size an upload is multipart.
+    pub multipart_threshold: u64,
+    /// Smallest part of a multipart upload (S3 needs ≥ 5 MiB).
+    pub min_part_size: u64,
+    /// How long the signed upload URLs of a pending upload work.
+    pub upload_url_ttl: Duration,
+    /// How long a download link works.
+    pub download_url_ttl: Duration,
+    /// Default per-tenant maximum file size.
+    pub max_upload_bytes: u64,
+    /// Default per-tenant storage quota (`None`: unlimited).
+    pub quota_bytes: Option<u64>,
+    /// How long a trashed upload stays restorable.
+    pub trash_retention: Duration,
+}
+
+impl Default for UploadSettings {
+    fn default() -> Self {
+        const MIB: u64 = 1024 * 1024;
+        Self {
+            multipart_threshold: 64 * MIB,
+            min_part_size: 8 * MIB,
+            upload_url_ttl: Duration::hours(1),
+            download_url_ttl: Duration::minutes(5),
+            max_upload_bytes: 5 * 1024 * MIB,
+            quota_bytes: None,
+            trash_retention: Duration::days(30),
+        }
+    }
+}
+
+/// The job kind a completed upload enqueues.
+pub const PROCESS_UPLOAD: &str = "process_upload";
+
+#[derive(Debug, Clone)]
+pub struct InitiateUploadInput {
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: Option<String>,
+    /// The client's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+}
+
+/// How the client sends the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadInstructions {
+    Put(SignedUrl),
+    Multipart {
+        part_size: u64,
+        /// One signed PUT per part, in order; the last part may be shorter.
+        parts: Vec<(u32, SignedUrl)>,
+        expires_at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Initiated {
+    pub upload: Upload,
+    /// `None` when there is nothing to send: a de-duplicated or no longer
+    /// pending upload.
+    pub instructions: Option<UploadInstructions>,
+    pub deduplicated: bool,
+    /// `true` when this answer is a new upload (201), `false` for a replay or
+    /// a de-duplication (200).
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UploadListQuery {
+    pub status: Option<String>,
+    pub uploaded_by: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub deleted: bool,
+}
+
+/// A signed download of an upload's bytes.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub url: SignedUrl,
+}
+
+/// What the sweepers did in one pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub expired: usize,
+    pub purged: usize,
+}
+
+fn incomplete(message: impl Into<String>) -> CoreError {
+    CoreError::conflict("upload_incomplete", message)
+}
+
+fn storage(e: BlobError) -> CoreError {
+    match e {
+        e @ BlobError::Unavailable(_) => CoreError::StorageUnavailable(e),
+        e => CoreError::Internal(Box::new(e)),
+    }
+}
+
+/// `Content-Disposition: attachment` with an ASCII fallback and the UTF-8
+/// name (RFC 6266), so no filename can break the header.
+fn attachment(filename: &str) -> String {
+    let ascii: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in filename.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+impl Service {
+    /// The actor may act on this upload's project with `action`; trashed
+    /// uploads stay visible (so they can be restored).
+    async fn authorized_upload(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        action: ProjectAction,
+    ) -> Result<Upload, CoreError> {
+        let upload = self
+            .store
+            .upload_get(actor.tenant_id, id)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        self.authorized_project(actor, upload.project_id, action)
+            .await?;
+        Ok(upload)
+    }
+
+    /// Changing an upload (complete, trash, restore) is for its uploader or
+    /// for whoever manages the project.
+    async fn owned_upload(&self, actor: &Actor, id: UploadId) -> Result<Upload, CoreError> {
+        let upload = self
+            .authorized_upload(actor, id, ProjectAction::Read)
+            .await?;
+        if upload.uploaded_by == actor.user_id {
+            self.authorized_project(actor, upload.project_id, ProjectAction::Upload)
+                .await?;
+        } else {
+            let is_member = actor.role == Role::Admin
+                || self
+                    .store
+                    .member_is(actor.tenant_id, upload.project_id, actor.user_id)
+                    .await?;
+            policy::project_allows(actor.role, is_member, ProjectAction::Manage)
+                .map_err(|_| CoreError::Forbidden)?;
+        }
+        Ok(upload)
+    }
+
+    pub async fn initiate_upload(
+        &self,
+        actor: &Actor,
+        project_id: ProjectId,
+        input: InitiateUploadInput,
+    ) -> Result<Initiated, CoreError> {
+        let project = self
+            .authorized_project(actor, project_id, ProjectAction::Upload)
+            .await?;
+        let (filename, size, sha256, idempotency_key) = validate!(
+            filename = Filename::parse(&input.filename),
+            size = if input.size == 0 {
+                Err(Invalid::new("empty_file", "must be at least 1 byte"))
+            } else {
+                Ok(input.size)
+            },
+            sha256 = input.sha256.as_deref().map(Sha256Hex::parse).transpose(),
+            idempotency_key = input
+                .idempotency_key
+                .as_deref()
+                .map(parse_idempotency_key)
+                .transpose(),
+        )?;
+        let content_type = ContentType::parse(&input.content_type)
+            .map_err(|e| CoreError::UnsupportedType(e.message))?;
+        if project.archived_at.is_some() {
+            return Err(CoreError::conflict(
+                "project_archived",
+                "the project is archived",
+            ));
+        }
+        let limits = self.store.tenant_limits(actor.tenant_id).await?;
+        let max = limits
+            .max_upload_bytes
+            .unwrap_or(self.uploads.max_upload_bytes);
+        if size > max {
+            metrics::counter!("uploads_failed_total", "reason" => "too_large").increment(1);
+            return Err(CoreError::TooLarge { max });
+        }
+        let now = self.clock.now();
+        let idempotency = idempotency_key.map(|key| IdempotencyKey {
+            request_hash: request_digest(project_id, &filename, &content_type, size, &sha256),
+            key,
+        });
+
+        if let Some(sha) = &sha256
+            && idempotency.is_none()
+            && let Some(existing) = self
+                .store
+                .upload_find_duplicate(actor.tenant_id, project_id, actor.user_id, sha)
+                .await?
+        {
+            return Ok(Initiated {
+                upload: existing,
+                instructions: None,
+                deduplicated: true,
+                created: false,
+            });
+        }
+        if let Some(quota) = limits.quota_bytes.or(self.uploads.quota_bytes) {
+            let used = self.store.upload_usage(actor.tenant_id).await?;
+            if used.saturating_add(size) > quota {
+                metrics::counter!("uploads_failed_total", "reason" => "quota_exceeded")
+                    .increment(1);
+                return Err(CoreError::conflict(
+                    "quota_exceeded",
+                    format!("the tenant's storage quota of {quota} bytes would be exceeded"),
+                ));
+            }
+        }
+
+        let id = UploadId::new();
+        let key = ObjectKey::original(actor.tenant_id, project_id, id);
+        let transfer = if size > self.uploads.multipart_threshold {
+            let (part_size, part_count) = plan_parts(size, self.uploads.min_part_size);
+            let upload_id = self
+                .blobs
+                .multipart_create(&key, content_type.as_str())
+                .await
+                .map_err(storage)?;
+            Transfer::Multipart {
+                upload_id,
+                part_size,
+                part_count,
+            }
+        } else {
+            Transfer::Single
+        };
+        let new = NewUpload {
+            id,
+            project_id,
+            uploaded_by: actor.user_id,
+            filename,
+            content_type,
+            size,
+            sha256,
+            object_key: key.clone(),
+            transfer: transfer.clone(),
+            expires_at: now + self.uploads.upload_url_ttl,
+            created_at: now,
+        };
+        let outcome = self
+            .store
+            .upload_create(actor.tenant_id, &new, idempotency.as_ref())
+            .await;
+        let (upload, created) = match outcome {
+            Ok(CreateUpload::Created(upload)) => (upload, true),
+            Ok(CreateUpload::Replayed {
+                upload,
+                same_request,
+            }) => {
+                self.abandon_multipart(&key, &transfer).await;
+                if !same_request {
+                    return Err(CoreError::invalid(
+                        "idempotency_key",
+                        Invalid::new(
+                            "idempotency_key_reused",
+                            "this Idempotency-Key was used with a different request",
+                        ),
+                    ));
+                }
+                (upload, false)
+            }
+            Err(e) => {
+                self.abandon_multipart(&key, &transfer).await;
+                return Err(e.into());
+            }
+        };
+        if created {
+            metrics::counter!("uploads_initiated_total").increment(1);
+            tracing::info!(
+                upload_id = %upload.id,
+                project_id = %project_id,
+                size = upload.size,
+                "upload initiated"
+            );
+        }
+        let instructions = if upload.status == UploadStatus::Pending {
+            Some(self.instructions(&upload, now)?)
+        } else {
+            None
+        };
+        Ok(Initiated {
+            upload,
+            instructions,
+            deduplicated: false,
+            created,
+        })
+    }
+
+    /// A multipart upload started for a row that was never written.
+    async fn abandon_multipart(&self, key: &ObjectKey, transfer: &Transfer) {
+        if let Transfer::Multipart { upload_id, .. } = transfer
+            && let Err(e) = self.blobs.multipart_abort(key, upload_id).await
+        {
+            tracing::warn!(error = %e, "could not abort an unused multipart upload");
+        }
+    }
+
+    fn instructions(
+        &self,
+        upload: &Upload,
+        now: DateTime<Utc>,
+    ) -> Result<UploadInstructions, CoreError> {
+        let key = ObjectKey::parse(&upload.object_key)
+            .map_err(|e| CoreError::Internal(e.message.into()))?;
+        match &upload.transfer {
+            Transfer::Single => {
+                let spec = PutSpec {
+                    content_type: upload.content_type.clone(),
+                    content_length: upload.size,
+                };
+                let url = self
+                    .blobs
+                    .sign_put(&key, &spec, now, upload.expires_at)
+                    .map_err(storage)?;
+                Ok(UploadInstructions::Put(url))
+            }
+            Transfer::Multipart {
+                upload_id,
+                part_size,
+                part_count,
+            } => {
+                let mut parts = Vec::with_capacity(*part_count as usize);
+                for number in 1..=*part_count {
+                    let offset = u64::from(number - 1) * part_size;
+                    let len = (*part_size).min(upload.size - offset);
+                    let url = self
+                        .blobs
+                        .sign_part(&key, upload_id, number, len, now, upload.expires_at)
+                        .map_err(storage)?;
+                    parts.push((number, url));
+                }
+                Ok(UploadInstructions::Multipart {
+                    part_size: *part_size,
+                    parts,
+                    expires_at: upload.expires_at,
+                })
+            }
+        }
+    }
+
+    /// Checks that the declared bytes are in storage, then marks the upload
+    /// `UPLOADED` and enqueues its processing job in one transaction.
+    /// Repeating it returns the same result.
+    pub async fn complete_upload(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        parts: Option<Vec<CompletedPart>>,
+        trace_context: Option<String>,
+    ) -> Result<Upload, CoreError> {
+        let upload = self.owned_upload(actor, id).await?;
+        match upload.status {
+            UploadStatus::Pending => {}
+            UploadStatus::Expired => {
+                return Err(CoreError::conflict(
+                    "upload_expired",
+                    "the upload's URLs expired before it was completed; start a new upload",
+                ));
+            }
+            _ => return Ok(upload),
+        }
+        if upload.deleted_at.is_some() {
+            return Err(CoreError::conflict(
+                "upload_deleted",
+                "the upload is in the trash",
+            ));
+        }
+        let key = ObjectKey::parse(&upload.object_key)
+            .map_err(|e| CoreError::Internal(e.message.into()))?;
+        if let Transfer::Multipart {
+            upload_id,
+            part_count,
+            ..
+        } = &upload.transfer
+        {
+            let parts = parts.ok_or_else(|| {
+                CoreError::invalid(
+                    "parts",
+                    Invalid::new("required", "a multipart upload completes with its parts"),
+                )
+            })?;
+            validate_parts(&parts, *part_count)?;
+            match self.blobs.multipart_complete(&key, upload_id, &parts).await {
+                Ok(_) => {}
+                // A retried completion whose first attempt assembled the
+                // object: the head check below decides.
+                Err(BlobError::NotFound | BlobError::InvalidParts(_)) => {}
+                Err(e) => return Err(storage(e)),
+            }
+        }
+        let stored = self.blobs.head(&key).await.map_err(storage)?;
+        match stored {
+            None => return Err(incomplete("the bytes have not arrived yet")),
+            Some(meta) if meta.size != upload.size => {
+                return Err(incomplete(format!(
+                    "storage holds {} bytes; {} were declared",
+                    meta.size, upload.size
+                )));
+            }
+            Some(_) => {}
+        }
+        let now = self.clock.now();
+        let job = NewJob {
+            id: JobId::new(),
+            kind: PROCESS_UPLOAD,
+            payload: format!(r#"{{"upload_id":"{}"}}"#, upload.id),
+            max_attempts: 3,
+            run_at: now,
+            trace_context,
+            created_at: now,
+        };
+        let done = self
+            .store
+            .upload_mark_uploaded(actor.tenant_id, id, &job, now)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        if upload.status == UploadStatus::Pending && done.status == UploadStatus::Uploaded {
+            metrics::counter!("uploads_completed_total").increment(1);
+            metrics::counter!("upload_bytes_ingested_total").increment(done.size);
+            let latency = (now - upload.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!("upload_latency_seconds").record(latency);
+            tracing::info!(upload_id = %done.id, size = done.size, "upload completed");
+        }
+        Ok(done)
+    }
+
+    pub async fn get_upload(&self, actor: &Actor, id: UploadId) -> Result<Upload, CoreError> {
+        self.authorized_upload(actor, id, ProjectAction::Read).await
+    }
+
+    pub async fn list_uploads(
+        &self,
+        actor: &Actor,
+        project_id: ProjectId,
+        query: UploadListQuery,
+        page: PageRequest,
+    ) -> Result<Page<Upload>, CoreError> {
+        let (status, uploaded_by) = validate!(
+            status = query
+                .status
+                .as_deref()
+                .map(str::parse::<UploadStatus>)
+                .transpose(),
+            uploaded_by = query
+                .uploaded_by
+                .as_deref()
+                .map(|s| s
+                    .parse::<UserId>()
+                    .map_err(|_| Invalid::new("invalid_id", "not a user id")))
+                .transpose(),
+        )?;
+        self.authorized_project(actor, project_id, ProjectAction::Read)
+            .await?;
+        let filter = UploadFilter {
+            status,
+            uploaded_by,
+            from: query.from,
+            to: query.to,
+            deleted: query.deleted,
+        };
+        let rows = self
+            .store
+            .upload_list(actor.tenant_id, project_id, &filter, page)
+            .await?;
+        Ok(Page::from_rows(rows, page, |u| u.id.as_uuid()))
+    }
+
+    /// A short-lived signed GET of the original, as an attachment with the
+    /// type we recorded (never one the client could make the browser sniff).
+    pub async fn download_upload(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+    ) -> Result<Download, CoreError> {
+        let upload = self
+            .authorized_upload(actor, id, ProjectAction::Read)
+            .await?;
+        if upload.deleted_at.is_some() {
+            return Err(CoreError::conflict(
+                "upload_deleted",
+                "the upload is in the trash",
+            ));
+        }
+        if !upload.status.has_bytes() {
+            return Err(incomplete("the upload has no stored bytes"));
+        }
+        let key = ObjectKey::parse(&upload.object_key)
+            .map_err(|e| CoreError::Internal(e.message.into()))?;
+        let now = self.clock.now();
+        let spec = GetSpec {
+            content_type: upload.content_type.clone(),
+            content_disposition: attachment(&upload.filename),
+        };
+        let url = self
+            .blobs
+            .sign_get(&key, &spec, now, now + self.uploads.download_url_ttl)
+            .map_err(storage)?;
+        Ok(Download { url })
+    }
+
+    /// Moves an upload to the trash; the purge sweeper deletes it for good
+    /// after the retention period.
+    pub async fn trash_upload(&self, actor: &Actor, id: UploadId) -> Result<Upload, CoreError> {
+        self.owned_upload(actor, id).await?;
+        self.store
+            .upload_trash(actor.tenant_id, id, self.clock.now())
+            .await?
+            .ok_or(CoreError::NotFound)
+    }
+
+    pub async fn restore_upload(&self, actor: &Actor, id: UploadId) -> Result<Upload, CoreError> {
+        self.owned_upload(actor, id).await?;
+        self.store
+            .upload_restore(actor.tenant_id, id, self.clock.now())
+            .await?
+            .ok_or(CoreError::NotFound)
+    }
+
+    /// One pass of the sweepers: pending uploads whose URLs ran out become
+    /// `EXPIRED` (their multipart uploads aborted, partial bytes removed);
+    /// uploads trashed longer than the retention are deleted with their
+    /// objects. Work is done in batches of `batch`; a failure leaves the rest
+    /// for the next pass.
+    pub async fn sweep(&self, batch: u32) -> Result<SweepReport, CoreError> {
+        let started = Instant::now();
+        let now = self.clock.now();
+        let mut report = SweepReport::default();
+        for upload in self.store.uploads_expire_due(now, batch).await? {
+            let key = ObjectKey::parse(&upload.object_key)
+                .map_err(|e| CoreError::Internal(e.message.into()))?;
+            if let Transfer::Multipart { upload_id, .. } = &upload.transfer {
+                self.blobs
+                    .multipart_abort(&key, upload_id)
+                    .await
+                    .map_err(storage)?;
+            }
+            self.blobs.delete(&key).await.map_err(storage)?;
+            metrics::counter!("uploads_failed_total", "reason" => "expired").increment(1);
+            report.expired += 1;
+        }
+        let cutoff = now - self.uploads.trash_retention;
+        for upload in self.store.uploads_purge_due(cutoff, batch).await? {
+            let key = ObjectKey::parse(&upload.object_key)
+                .map_err(|e| CoreError::Internal(e.message.into()))?;
+            // Row first, and only if it is still trashed since before the
+            // cutoff: a restore racing the sweep keeps its bytes. A crash
+            // between the two steps leaves an orphaned object, never a live
+            // upload without bytes.
+            if self
+                .store
+                .upload_purge(upload.tenant_id, upload.id, cutoff)
+                .await?
+            {
+                // A multipart upload trashed before it was completed or
+                // expired (a retention shorter than the URL lifetime): its
+                // parts are not the object, and its part URLs still work.
+                if let Transfer::Multipart { upload_id, .. } = &upload.transfer {
+                    self.blobs
+                        .multipart_abort(&key, upload_id)
+                        .await
+                        .map_err(storage)?;
+                }
+                self.blobs.delete(&key).await.map_err(storage)?;
+                report.purged += 1;
+            }
+        }
+        if report != SweepReport::default() {
+            tracing::info!(
+                expired = report.expired,
+                purged = report.purged,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "sweep"
+            );
+        }
+        Ok(report)
+    }
+}
+
+/// 1–255 visible ASCII characters.
+fn parse_idempotency_key(s: &str) -> Result<String, Invalid> {
+    if (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(s.to_owned())
+    } else {
+        Err(Invalid::new(
+            "invalid_idempotency_key",
+            "1 to 255 visible ASCII characters",
+        ))
+    }
+}
+
+/// What makes two initiations "the same request" for an idempotency key.
+fn request_digest(
+    project: ProjectId,
+    filename: &Filename,
+    content_type: &ContentType,
+    size: u64,
+    sha256: &Option<Sha256Hex>,
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [
+        project.to_string().as_str(),
+        filename.as_str(),
+        content_type.as_str(),
+        &size.to_string(),
+        sha256.as_ref().map_or("", |s| s.as_str()),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// Parts numbered 1..=count, each once, in ascending order, non-empty ETags.
+fn validate_parts(parts: &[CompletedPart], count: u32) -> Result<(), CoreError> {
+    let ok = parts.len() == count as usize
+        && parts
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.number as usize == i + 1 && !p.etag.trim().is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::invalid(
+            "parts",
+            Invalid::new(
+                "invalid_parts",
+                format!("expected parts 1 to {count}, each once, in order, with their ETags"),
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_disposition_is_safe() {
+        assert_eq!(
+            attachment("foto obra.jpg"),
+            "attachment; filename=\"foto obra.jpg\"; filename*=UTF-8''foto%20obra.jpg"
+        );
+        let d = attachment("año \"1\".jpg");
+        assert!(
+            d.starts_with("attachment; filename=\"a_o _1_.jpg\";"),
+            "{d}"
+        );
+        assert!(
+            d.ends_with("filename*=UTF-8''a%C3%B1o%20%221%22.jpg"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert!(parse_idempotency_key("abc-123").is_ok());
+        assert!(parse_idempotency_key("").is_err());
+        assert!(parse_idempotency_key("a b").is_err());
+        assert!(parse_idempotency_key(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn parts_must_be_complete_and_ordered() {
+        let p = |n: u32| CompletedPart {
+            number: n,
+            etag: format!("\"e{n}\""),
+        };
+        assert!(validate_parts(&[p(1), p(2)], 2).is_ok());
+        assert!(validate_parts(&[p(2), p(1)], 2).is_err());
+        assert!(validate_parts(&[p(1)], 2).is_err());
+        assert!(validate_parts(&[p(1), p(1)], 2).is_err());
+    }
+
+    #[test]
+    fn digests_differ_by_field() {
+        let f = Filename::parse("a.jpg").ok();
+        let t = ContentType::parse("image/jpeg").ok();
+        let (Some(f), Some(t)) = (f, t) else {
+            panic!("parse")
+        };
+        let p = ProjectId::new();
+        assert_eq!(
+            request_digest(p, &f, &t, 1, &None),
+            request_digest(p, &f, &t, 1, &None)
+        );
+        assert_ne!(
+            request_digest(p, &f, &t, 1, &None),
+            request_digest(p, &f, &t, 2, &None)
+        );
+    }
+}
