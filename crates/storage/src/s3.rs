@@ -57,7 +57,6 @@ impl S3Store {
             .with_region(&target.region)
             .with_endpoint(target.endpoint.as_str().trim_end_matches('/'))
             .with_virtual_hosted_style_request(false)
-            .with_allow_http(target.endpoint.scheme() == "http")
             .with_access_key_id(&credentials.key_id)
             .with_secret_access_key(credentials.secret.expose_secret())
             // object_store's defaults retry for up to three minutes; a request
@@ -69,7 +68,13 @@ impl S3Store {
                 retry_timeout: Duration::from_secs(10),
                 ..RetryConfig::default()
             })
-            .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(5)));
+            // Client options replace the builder's earlier HTTP settings, so
+            // `allow_http` must be set here, not before.
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_allow_http(target.endpoint.scheme() == "http"),
+            );
         if let Some(token) = &credentials.session_token {
             builder = builder.with_token(token.expose_secret());
         }
