@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 /// mimalloc rather than glibc's malloc: glibc keeps freed upload buffers in
-/// its arenas (the large start-up allocations of argon2 raise its mmap
-/// threshold, and each of the many blocking-pool threads can get an arena of
-/// its own), so the resident set grows with concurrent uploads and stays up;
-/// mimalloc returns freed memory to the system.
+/// its arenas (argon2's large start-up allocations raise its mmap threshold,
+/// and each of the many blocking-pool threads that write uploads can get an
+/// arena of its own), so the resident set after a burst of uploads stays
+/// near its peak; mimalloc gives the memory back. (Built without transparent
+/// huge pages: with them, every 2 MiB region it touched counted as resident.)
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
