@@ -4,7 +4,8 @@
 
 use buildpeer_core::model::{Member, Project, Role, User};
 use buildpeer_core::pagination::Page;
-use buildpeer_core::service::UploadInstructions;
+use buildpeer_core::queue::{Job, JobState};
+use buildpeer_core::service::{JobDetail, UploadInstructions};
 use buildpeer_core::upload::{Upload, UploadStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -288,11 +289,65 @@ pub struct UploadDto {
     pub expires_at: DateTime<Utc>,
     /// Set while the upload is in the trash.
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Why processing failed (status FAILED).
     pub error: Option<UploadErrorDto>,
+    /// The type sniffed from the content once processed; may differ from
+    /// `content_type` (then `type_mismatch` is true).
+    pub detected_type: Option<String>,
+    pub type_mismatch: bool,
+    /// What processing read from the content (status COMPLETED).
+    pub metadata: Option<MediaMetadataDto>,
+    /// Derivatives (status COMPLETED; none for PDFs).
+    pub thumbnails: Vec<ThumbnailDto>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MediaMetadataDto {
+    /// As displayed (after the EXIF orientation).
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// EXIF capture time: RFC 3339 with the camera's offset when it recorded
+    /// one, else local time without an offset.
+    pub taken_at: Option<String>,
+    pub gps: Option<GpsDto>,
+    pub camera: Option<CameraDto>,
+    /// EXIF orientation (1-8).
+    pub orientation: Option<u16>,
+    /// PDFs.
+    pub page_count: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GpsDto {
+    pub latitude: f64,
+    pub longitude: f64,
+    /// Metres above sea level.
+    pub altitude: Option<f64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CameraDto {
+    pub make: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ThumbnailDto {
+    /// `thumb`, `preview`, … (configured).
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    /// Redirects (307) to a short-lived signed URL of the JPEG.
+    pub url: String,
 }
 
 impl From<Upload> for UploadDto {
     fn from(u: Upload) -> Self {
+        let type_mismatch = u
+            .processed
+            .as_ref()
+            .is_some_and(|p| p.type_mismatch(&u.content_type));
         Self {
             id: u.id.as_uuid(),
             project_id: u.project_id.as_uuid(),
@@ -310,6 +365,45 @@ impl From<Upload> for UploadDto {
             error: u.failure.map(|f| UploadErrorDto {
                 code: f.code,
                 message: f.message,
+            }),
+            type_mismatch,
+            detected_type: u.processed.as_ref().map(|p| p.detected_type.clone()),
+            thumbnails: u
+                .processed
+                .as_ref()
+                .map(|p| {
+                    p.thumbnails
+                        .iter()
+                        .map(|t| ThumbnailDto {
+                            url: format!("/v1/uploads/{}/thumbnails/{}", u.id, t.name),
+                            name: t.name.clone(),
+                            width: t.width,
+                            height: t.height,
+                            bytes: t.bytes,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            metadata: u.processed.map(|p| {
+                let m = p.metadata;
+                MediaMetadataDto {
+                    width: m.width,
+                    height: m.height,
+                    taken_at: m.taken_at,
+                    gps: m.gps.map(|g| GpsDto {
+                        latitude: g.latitude,
+                        longitude: g.longitude,
+                        altitude: g.altitude,
+                    }),
+                    camera: (m.camera_make.is_some() || m.camera_model.is_some()).then_some(
+                        CameraDto {
+                            make: m.camera_make,
+                            model: m.camera_model,
+                        },
+                    ),
+                    orientation: m.orientation,
+                    page_count: m.page_count,
+                }
             }),
         }
     }
@@ -419,4 +513,125 @@ pub struct UploadListParams {
     pub to: Option<DateTime<Utc>>,
     /// List the trash instead (default false).
     pub deleted: Option<bool>,
+    /// Captured at or after (RFC 3339; processed photos with a capture time).
+    pub taken_from: Option<DateTime<Utc>>,
+    /// Captured before (RFC 3339).
+    pub taken_to: Option<DateTime<Utc>>,
+    /// Only uploads with (true) or without (false) a GPS position.
+    pub has_gps: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStateDto {
+    Queued,
+    Running,
+    Done,
+    Dead,
+}
+
+impl From<JobState> for JobStateDto {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Queued => Self::Queued,
+            JobState::Running => Self::Running,
+            JobState::Done => Self::Done,
+            JobState::Dead => Self::Dead,
+        }
+    }
+}
+
+/// A job of the processing queue.
+#[derive(Serialize, ToSchema)]
+pub struct JobDto {
+    pub id: Uuid,
+    /// What it does, e.g. `process_upload`.
+    pub kind: String,
+    /// `queued` (waiting for `run_at`), `running`, `done` or `dead` (out of
+    /// attempts or failed permanently; an admin can retry it).
+    pub state: JobStateDto,
+    /// Runs so far, the current one included.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// When it is (or was) due.
+    pub run_at: DateTime<Utc>,
+    /// While running: when its worker's lease runs out.
+    pub lease_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// The upload it works on, if any.
+    pub upload_id: Option<Uuid>,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Job> for JobDto {
+    fn from(j: Job) -> Self {
+        Self {
+            id: j.id.as_uuid(),
+            payload: serde_json::from_str(&j.payload)
+                .unwrap_or(serde_json::Value::String(j.payload)),
+            kind: j.kind,
+            state: j.state.into(),
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            run_at: j.run_at,
+            lease_until: j.lease_until,
+            last_error: j.last_error,
+            upload_id: j.upload_id.map(|u| u.as_uuid()),
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+        }
+    }
+}
+
+/// One failed run of a job.
+#[derive(Serialize, ToSchema)]
+pub struct JobErrorDto {
+    pub attempt: u32,
+    pub error: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A job with every failed run, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct JobDetailDto {
+    #[serde(flatten)]
+    pub job: JobDto,
+    pub errors: Vec<JobErrorDto>,
+}
+
+impl From<JobDetail> for JobDetailDto {
+    fn from(d: JobDetail) -> Self {
+        Self {
+            job: d.job.into(),
+            errors: d
+                .errors
+                .into_iter()
+                .map(|f| JobErrorDto {
+                    attempt: f.attempt,
+                    error: f.error,
+                    at: f.at,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JobListParams {
+    /// 1 to 100; default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// `queued`, `running`, `done` or `dead`.
+    pub state: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RetriedDto {
+    /// How many dead jobs were queued again.
+    pub retried: u64,
 }

@@ -87,7 +87,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::uploads::complete))
         .routes(routes!(routes::uploads::get, routes::uploads::trash))
         .routes(routes!(routes::uploads::content))
+        .routes(routes!(routes::uploads::thumbnail))
         .routes(routes!(routes::uploads::restore))
+        .routes(routes!(routes::admin::list_jobs))
+        .routes(routes!(routes::admin::get_job))
+        .routes(routes!(routes::admin::retry_job))
+        .routes(routes!(routes::admin::retry_dead_jobs))
 }
 
 /// The OpenAPI 3.1 document, generated from the handlers' annotations.

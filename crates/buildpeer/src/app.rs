@@ -22,8 +22,10 @@ use secrecy::{ExposeSecret, SecretSlice};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, DatabaseConfig};
+use crate::config::{Config, DatabaseConfig, ProcessingConfig};
+use crate::media::Media;
 use crate::telemetry;
+use crate::worker::{self, WorkerSettings};
 
 /// A built, bound, not yet serving application.
 pub struct App {
@@ -32,6 +34,8 @@ pub struct App {
     service: Service,
     shutdown_timeout: Duration,
     sweep_interval: Duration,
+    /// `None`: no worker in this process.
+    worker: Option<WorkerSettings>,
 }
 
 /// Connects to the metadata store and brings its schema up to date.
@@ -99,6 +103,7 @@ impl App {
         let service = Service::new(Deps {
             store,
             blobs,
+            media: media(&config.processing),
             clock: Arc::new(SystemClock),
             tokens: keys,
             uploads: config.uploads.clone(),
@@ -113,6 +118,7 @@ impl App {
             service,
             shutdown_timeout: config.shutdown_timeout,
             sweep_interval: config.sweep_interval,
+            worker: config.run_worker.then(|| config.processing.worker.clone()),
         })
     }
 
@@ -136,10 +142,15 @@ impl App {
             }
         });
         let sweeper = tokio::spawn(sweep_forever(self.service.clone(), self.sweep_interval));
+        let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
+        let worker = self
+            .worker
+            .map(|settings| tokio::spawn(worker::run(self.service.clone(), settings, worker_stop)));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = self.api.serve(self.listener, async move {
             shutdown.await;
             tracing::info!("shutdown requested: draining in-flight requests");
+            let _ = stop_worker.send(true);
             let _ = stopping_tx.send(());
         });
         tracing::info!(address = %addr, "listening");
@@ -156,9 +167,36 @@ impl App {
             () = deadline => tracing::warn!(?timeout, "shutdown timeout: abandoning in-flight requests"),
         }
         sweeper.abort();
+        if let Some(worker) = worker {
+            // It got the same grace period, and gives back what it could not finish.
+            let _ = worker.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The media port's adapter, with one decode slot per worker job.
+pub fn media(processing: &ProcessingConfig) -> Arc<Media> {
+    Arc::new(Media::new(
+        processing.media.clone(),
+        processing.worker.concurrency,
+    ))
+}
+
+/// `buildpeer worker`: processes jobs until `shutdown`, then drains.
+pub async fn run_worker(
+    service: Service,
+    settings: WorkerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(worker::run(service, settings, stop_rx));
+    shutdown.await;
+    tracing::info!("shutdown requested: finishing running jobs");
+    let _ = stop_tx.send(true);
+    worker.await.context("worker task")?;
+    Ok(())
 }
 
 /// Expires stale pending uploads and purges the trash, every `interval`.

@@ -13,26 +13,34 @@ use std::sync::Arc;
 
 use crate::app::{self, App};
 use crate::config::{
-    Cli, Command, CommonArgs, Config, DatabaseConfig, TenantCommand, TenantLimitsArgs, parse_size,
+    Cli, Command, CommonArgs, Config, DatabaseConfig, ProcessingConfig, TenantCommand,
+    TenantLimitsArgs, WorkerCommandArgs, parse_size,
 };
 use crate::telemetry::{self, Sink};
 
 pub async fn run(cli: Cli) -> ExitCode {
     let (common, service, sink) = match &cli.command {
         Command::Serve(a) => (&a.common, "buildpeer-api", Sink::Stdout),
+        Command::Worker(a) => (&a.common, "buildpeer-worker", Sink::Stdout),
         Command::Migrate(c) => (c, "buildpeer", Sink::Stderr),
         Command::Tenant(TenantCommand::Create(a)) => (&a.common, "buildpeer", Sink::Stderr),
         Command::Tenant(TenantCommand::Limits(a)) => (&a.common, "buildpeer", Sink::Stderr),
+        Command::Media(cmd) => return crate::media_cli::run(cmd),
     };
     if let Err(e) = telemetry::init_logging(common.log_format, &common.log, service, sink) {
         eprintln!("buildpeer: {e:#}");
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Serve(args) => serve(Config::from_serve_args(&args)).await,
+        Command::Serve(args) => match Config::from_serve_args(&args) {
+            Ok(config) => serve(config).await,
+            Err(e) => Err(anyhow::Error::msg(e)),
+        },
+        Command::Worker(args) => worker(args).await,
         Command::Migrate(args) => migrate(&args).await,
         Command::Tenant(TenantCommand::Create(args)) => create_tenant(args).await,
         Command::Tenant(TenantCommand::Limits(args)) => tenant_limits(args).await,
+        Command::Media(_) => Ok(()), // handled above
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,15 +56,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.run_until_stopped(app::shutdown_signal()).await
 }
 
+async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
+    let mut processing = args.worker.settings().map_err(anyhow::Error::msg)?;
+    processing.worker.grace = std::time::Duration::from_secs(args.shutdown_timeout);
+    let service = operator_service(&args.common, &processing).await?;
+    app::run_worker(service, processing.worker, app::shutdown_signal()).await
+}
+
 async fn migrate(args: &CommonArgs) -> anyhow::Result<()> {
     let store = app::connect_store(&DatabaseConfig::from_args(args), &args.data_dir).await?;
     tracing::info!(backend = store.backend(), "migrations are up to date");
     Ok(())
 }
 
-/// The use-cases for an operator command. It signs nothing, so random keys
-/// that die with the process stand in for the server's.
-async fn operator_service(common: &CommonArgs) -> anyhow::Result<Service> {
+/// The use-cases for an operator command or a worker process. They sign
+/// nothing, so random keys that die with the process stand in for the
+/// server's.
+async fn operator_service(
+    common: &CommonArgs,
+    processing: &ProcessingConfig,
+) -> anyhow::Result<Service> {
     let store = app::connect_store(&DatabaseConfig::from_args(common), &common.data_dir).await?;
     let mut key = vec![0u8; TokenKeys::MIN_SECRET_LEN];
     rand::Rng::fill(&mut rand::rng(), key.as_mut_slice());
@@ -71,6 +90,7 @@ async fn operator_service(common: &CommonArgs) -> anyhow::Result<Service> {
     Ok(Service::new(Deps {
         store,
         blobs,
+        media: app::media(processing),
         clock: Arc::new(SystemClock),
         tokens: TokenKeys::new(&key).context("token keys")?,
         uploads: UploadSettings::default(),
@@ -78,7 +98,7 @@ async fn operator_service(common: &CommonArgs) -> anyhow::Result<Service> {
 }
 
 async fn create_tenant(args: crate::config::TenantCreateArgs) -> anyhow::Result<()> {
-    let service = operator_service(&args.common).await?;
+    let service = operator_service(&args.common, &ProcessingConfig::default()).await?;
     let (tenant, admin) = service
         .create_tenant(CreateTenantInput {
             slug: args.slug,
@@ -109,7 +129,7 @@ async fn tenant_limits(args: TenantLimitsArgs) -> anyhow::Result<()> {
         max_upload_bytes: size(&args.max_upload_size)?,
         quota_bytes: size(&args.quota)?,
     };
-    let service = operator_service(&args.common).await?;
+    let service = operator_service(&args.common, &ProcessingConfig::default()).await?;
     service
         .set_tenant_limits(&args.slug, limits)
         .await

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use buildpeer_core::service::UploadSettings;
+
+use crate::media::{MediaSettings, parse_sizes};
+use crate::worker::WorkerSettings;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -22,7 +25,9 @@ use secrecy::{ExposeSecret, SecretString};
         BUILDPEER_NO_BOOTSTRAP, BUILDPEER_SHUTDOWN_TIMEOUT, BUILDPEER_ADMIN_PASSWORD, \
         BUILDPEER_STORAGE_URL, BUILDPEER_PUBLIC_URL, BUILDPEER_MAX_UPLOAD_SIZE, BUILDPEER_TENANT_QUOTA, \
         BUILDPEER_MULTIPART_THRESHOLD, BUILDPEER_UPLOAD_URL_TTL, BUILDPEER_TRASH_RETENTION_DAYS, \
-        BUILDPEER_SWEEP_INTERVAL (see `buildpeer <COMMAND> --help`)."
+        BUILDPEER_SWEEP_INTERVAL, BUILDPEER_NO_WORKER, BUILDPEER_WORKER_CONCURRENCY, \
+        BUILDPEER_THUMBNAIL_SIZES, BUILDPEER_JOB_TIMEOUT, BUILDPEER_JOB_RETRY_BASE_MS, BUILDPEER_MAX_PIXELS, \
+        BUILDPEER_MAX_PROCESSING_SIZE (see `buildpeer <COMMAND> --help`)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -33,11 +38,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP API (runs pending migrations first).
     Serve(ServeArgs),
+    /// Run processing workers only (no HTTP API).
+    Worker(WorkerCommandArgs),
     /// Run pending database migrations and exit.
     Migrate(CommonArgs),
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Process local media files (thumbnails and metadata), without a server.
+    #[command(subcommand)]
+    Media(crate::media_cli::MediaCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +122,13 @@ pub struct ServeArgs {
     #[arg(long, env = "BUILDPEER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
 
+    /// Do not run a processing worker in this process (run `buildpeer worker` instead).
+    #[arg(long, env = "BUILDPEER_NO_WORKER")]
+    pub no_worker: bool,
+
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+
     /// Do not create the `demo` tenant on an empty database (for production).
     #[arg(long, env = "BUILDPEER_NO_BOOTSTRAP")]
     pub no_bootstrap: bool,
@@ -155,6 +172,83 @@ pub struct UploadArgs {
     /// Seconds between sweeps that expire stale pending uploads and purge the trash.
     #[arg(long, env = "BUILDPEER_SWEEP_INTERVAL", default_value_t = 60)]
     pub sweep_interval: u64,
+}
+
+/// How uploads are processed.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Jobs a worker process runs at once. Default: the number of CPU cores.
+    #[arg(long, env = "BUILDPEER_WORKER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+
+    /// Derivatives to make, as NAME:PIXELS (longest side), comma-separated.
+    #[arg(
+        long,
+        env = "BUILDPEER_THUMBNAIL_SIZES",
+        default_value = "thumb:256,preview:1280"
+    )]
+    pub thumbnail_sizes: String,
+
+    /// Seconds one file may take to process before it fails.
+    #[arg(long, env = "BUILDPEER_JOB_TIMEOUT", default_value_t = 30)]
+    pub job_timeout: u64,
+
+    /// Largest image (width × height) processed; larger ones fail before decoding.
+    #[arg(long, env = "BUILDPEER_MAX_PIXELS", default_value_t = 120_000_000)]
+    pub max_pixels: u64,
+
+    /// Milliseconds before the first retry of a failed job; doubles per attempt
+    /// (with jitter), up to 5 minutes.
+    #[arg(long, env = "BUILDPEER_JOB_RETRY_BASE_MS", default_value_t = 2000)]
+    pub job_retry_base_ms: u64,
+
+    /// Originals above this size get no metadata or derivatives (only their type), e.g. 256MiB.
+    #[arg(long, env = "BUILDPEER_MAX_PROCESSING_SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub max_processing_size: u64,
+}
+
+impl WorkerArgs {
+    pub fn settings(&self) -> Result<ProcessingConfig, String> {
+        let worker = WorkerSettings {
+            concurrency: self
+                .concurrency
+                .unwrap_or_else(|| WorkerSettings::default().concurrency)
+                .max(1),
+            base_backoff: Duration::from_millis(self.job_retry_base_ms.max(1)),
+            ..WorkerSettings::default()
+        };
+        let media = MediaSettings {
+            sizes: parse_sizes(&self.thumbnail_sizes)
+                .map_err(|e| format!("BUILDPEER_THUMBNAIL_SIZES: {e}"))?,
+            limits: buildpeer_media::Limits {
+                max_pixels: self.max_pixels,
+                ..buildpeer_media::Limits::default()
+            },
+            max_input_bytes: self.max_processing_size,
+            time_cap: Duration::from_secs(self.job_timeout.max(1)),
+        };
+        Ok(ProcessingConfig { worker, media })
+    }
+}
+
+/// The worker and its media processing.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessingConfig {
+    pub worker: WorkerSettings,
+    pub media: MediaSettings,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerCommandArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+
+    /// Seconds running jobs may take to finish after SIGTERM or SIGINT.
+    #[arg(long, env = "BUILDPEER_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
 }
 
 impl UploadArgs {
@@ -255,11 +349,16 @@ pub struct Config {
     pub jwt_secret: Option<SecretString>,
     pub bootstrap: bool,
     pub shutdown_timeout: Duration,
+    pub processing: ProcessingConfig,
+    /// Run a worker in this process.
+    pub run_worker: bool,
 }
 
 impl Config {
-    pub fn from_serve_args(args: &ServeArgs) -> Self {
-        Self {
+    pub fn from_serve_args(args: &ServeArgs) -> Result<Self, String> {
+        let mut processing = args.worker.settings()?;
+        processing.worker.grace = Duration::from_secs(args.shutdown_timeout);
+        Ok(Self {
             listen: args.listen,
             data_dir: args.common.data_dir.clone(),
             database: DatabaseConfig::from_args(&args.common),
@@ -270,7 +369,9 @@ impl Config {
             jwt_secret: args.jwt_secret.clone(),
             bootstrap: !args.no_bootstrap,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-        }
+            processing,
+            run_worker: !args.no_worker,
+        })
     }
 
     /// A configuration for tests and tools: SQLite in `data_dir`, port 0.
@@ -292,6 +393,8 @@ impl Config {
             jwt_secret: None,
             bootstrap: true,
             shutdown_timeout: Duration::from_secs(30),
+            processing: ProcessingConfig::default(),
+            run_worker: true,
         }
     }
 }
@@ -316,7 +419,9 @@ mod tests {
         else {
             panic!("parse failed");
         };
-        let config = Config::from_serve_args(&args);
+        let Ok(config) = Config::from_serve_args(&args) else {
+            panic!("config failed");
+        };
         let debug = format!("{args:?} {config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains("super-secret"), "{debug}");
@@ -343,7 +448,11 @@ mod tests {
             panic!("parse failed");
         };
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
-        let config = Config::from_serve_args(&args);
+        let Ok(config) = Config::from_serve_args(&args) else {
+            panic!("config failed");
+        };
+        assert!(config.run_worker);
+        assert_eq!(config.processing.media.sizes.len(), 2);
         assert!(config.database.is_sqlite());
         assert!(config.bootstrap);
     }

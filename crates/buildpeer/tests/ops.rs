@@ -139,7 +139,12 @@ async fn openapi_and_docs(backend: Backend) {
         ("/v1/uploads/{id}", &["get", "delete"]),
         ("/v1/uploads/{id}/complete", &["post"]),
         ("/v1/uploads/{id}/content", &["get"]),
+        ("/v1/uploads/{id}/thumbnails/{name}", &["get"]),
         ("/v1/uploads/{id}/restore", &["post"]),
+        ("/v1/admin/jobs", &["get"]),
+        ("/v1/admin/jobs/{id}", &["get"]),
+        ("/v1/admin/jobs/{id}/retry", &["post"]),
+        ("/v1/admin/jobs/retry-dead", &["post"]),
     ];
     for (path, methods) in expected {
         let item = paths

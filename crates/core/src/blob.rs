@@ -34,6 +34,15 @@ impl ObjectKey {
         ))
     }
 
+    /// `…/uploads/{upload}/{name}.jpg`: a derivative next to its original.
+    /// `name` is a configured derivative name (`[a-z0-9_-]`, checked at
+    /// start-up).
+    pub fn derivative(tenant: TenantId, project: ProjectId, upload: UploadId, name: &str) -> Self {
+        Self(format!(
+            "tenants/{tenant}/projects/{project}/uploads/{upload}/{name}.jpg"
+        ))
+    }
+
     /// Checks a key that arrives from outside (the local blob endpoint's path):
     /// relative, `/`-separated segments of `[a-z0-9._-]`, no `.` or `..`
     /// segment, at most 512 bytes. Every key `original` builds passes.

@@ -7,10 +7,12 @@ pub mod blob;
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod media;
 pub mod model;
 pub mod pagination;
 pub mod policy;
 pub mod ports;
+pub mod queue;
 pub mod service;
 pub mod upload;
 

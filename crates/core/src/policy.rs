@@ -22,6 +22,8 @@ pub enum TenantAction {
     CreateProject,
     /// See every project of the tenant, member or not.
     ReadAllProjects,
+    /// See the tenant's processing jobs and their errors, retry dead ones.
+    ManageJobs,
 }
 
 /// Actions on one project.
@@ -83,18 +85,19 @@ mod tests {
 
     #[test]
     fn tenant_table() {
-        // role, [ManageUsers, ReadUsers, CreateProject, ReadAllProjects]
+        // role, [ManageUsers, ReadUsers, CreateProject, ReadAllProjects, ManageJobs]
         let table = [
-            (Admin, [true, true, true, true]),
-            (Supervisor, [false, true, true, false]),
-            (Empleado, [false, false, false, false]),
-            (Viewer, [false, false, false, false]),
+            (Admin, [true, true, true, true, true]),
+            (Supervisor, [false, true, true, false, false]),
+            (Empleado, [false, false, false, false, false]),
+            (Viewer, [false, false, false, false, false]),
         ];
         let actions = [
             T::ManageUsers,
             T::ReadUsers,
             T::CreateProject,
             T::ReadAllProjects,
+            T::ManageJobs,
         ];
         for (role, expected) in table {
             for (action, want) in actions.iter().zip(expected) {

@@ -17,7 +17,10 @@ use crate::model::{
     Address, Email, Member, Name, Project, ProjectCode, Role, Slug, Tenant, User, UserCredentials,
 };
 use crate::pagination::PageRequest;
-use crate::upload::{ContentType, Filename, Sha256Hex, Transfer, Upload, UploadStatus};
+use crate::queue::JobQueue;
+use crate::upload::{
+    ContentType, Filename, Processed, Sha256Hex, Transfer, Upload, UploadFailure, UploadStatus,
+};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -108,9 +111,11 @@ pub struct PoolStats {
     pub max: u32,
 }
 
-/// The metadata store: one database behind small capability traits.
+/// The metadata store: one database behind small capability traits (the
+/// job queue lives in it too, so a job is enqueued in the transaction of the
+/// change that causes it).
 #[async_trait]
-pub trait MetadataStore: AccountStore + UploadStore + 'static {
+pub trait MetadataStore: AccountStore + UploadStore + JobQueue + 'static {
     /// `"sqlite"` or `"postgres"`, for logs and metrics.
     fn backend(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;
@@ -263,7 +268,7 @@ pub struct IdempotencyKey {
     pub request_hash: [u8; 32],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CreateUpload {
     Created(Upload),
     /// The uploader used this idempotency key before; `same_request` tells
@@ -285,6 +290,13 @@ pub struct UploadFilter {
     pub to: Option<DateTime<Utc>>,
     /// List the trash instead of the live uploads.
     pub deleted: bool,
+    /// Captured at or after (processed uploads with a capture time only).
+    pub taken_from: Option<DateTime<Utc>>,
+    /// Captured before.
+    pub taken_to: Option<DateTime<Utc>>,
+    /// With (`true`) or without (`false`) a GPS position; the latter includes
+    /// uploads not processed yet.
+    pub has_gps: Option<bool>,
 }
 
 /// A job for the processing queue, written with the state change that causes it.
@@ -351,6 +363,34 @@ pub trait UploadStore: Send + Sync {
         tenant: TenantId,
         id: UploadId,
         job: &NewJob,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>>;
+    /// The worker starts on an upload: `UPLOADED`, `PROCESSING` (a run that
+    /// died) or `FAILED` (a job retried from the dead-letter queue) becomes
+    /// `PROCESSING`. `None` if the upload is gone or in another state (then
+    /// there is nothing to do).
+    async fn upload_start_processing(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>>;
+    /// `PROCESSING` → `COMPLETED` with what processing found; clears a
+    /// failure of an earlier run. `None` if not processing.
+    async fn upload_finish_processing(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        processed: &Processed,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>>;
+    /// `UPLOADED` or `PROCESSING` → `FAILED` with its reason. `None` if in
+    /// another state.
+    async fn upload_fail_processing(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        failure: &UploadFailure,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Upload>>;
     /// Moves an upload to the trash (idempotent).

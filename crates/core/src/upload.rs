@@ -6,11 +6,15 @@
 //!    │                                            └───────► FAILED
 //!    └──URLs expired (sweeper)──► EXPIRED
 //! ```
+//!
+//! A job retried from the dead-letter queue takes a `FAILED` upload back to
+//! `PROCESSING` and runs from the start.
 
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Invalid;
 use crate::ids::{ProjectId, TenantId, UploadId, UserId};
@@ -58,7 +62,9 @@ impl UploadStatus {
                 | (Processing, Failed)
                 // A retried job starts over.
                 | (Processing, Uploaded)
+                | (Processing, Processing)
                 | (Failed, Uploaded)
+                | (Failed, Processing)
         )
     }
 
@@ -220,7 +226,72 @@ pub struct UploadFailure {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl fmt::Display for UploadFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// What the worker read from an upload's content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MediaMetadata {
+    /// As displayed, after the EXIF orientation.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// EXIF `DateTimeOriginal`: RFC 3339 with its offset when the file has
+    /// one, else local time without an offset.
+    pub taken_at: Option<String>,
+    pub gps: Option<GpsPoint>,
+    pub camera_make: Option<String>,
+    pub camera_model: Option<String>,
+    /// EXIF orientation, 1..=8.
+    pub orientation: Option<u16>,
+    /// PDFs.
+    pub page_count: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GpsPoint {
+    pub latitude: f64,
+    pub longitude: f64,
+    /// Metres above sea level.
+    pub altitude: Option<f64>,
+}
+
+/// A derivative stored next to the original.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thumbnail {
+    /// `thumb`, `preview`, … (the configured sizes' names).
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub object_key: String,
+}
+
+/// The outcome of processing, set when an upload becomes `COMPLETED`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Processed {
+    /// The type sniffed from the content (never the declared one).
+    pub detected_type: String,
+    pub metadata: MediaMetadata,
+    pub thumbnails: Vec<Thumbnail>,
+    /// `metadata.taken_at` as an instant, for the list's `taken_from` /
+    /// `taken_to` filters; a time without an offset is taken as UTC.
+    pub taken_at: Option<DateTime<Utc>>,
+}
+
+impl Processed {
+    /// Whether the sniffed type differs from the one the client declared
+    /// (recorded, not an error: the sniffed type is what counts).
+    pub fn type_mismatch(&self, declared: &str) -> bool {
+        let same = self.detected_type.eq_ignore_ascii_case(declared)
+            || (self.detected_type == "image/heic" && declared.eq_ignore_ascii_case("image/heif"));
+        !same
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
     pub id: UploadId,
     pub tenant_id: TenantId,
@@ -239,6 +310,8 @@ pub struct Upload {
     /// Set while the upload is in the trash.
     pub deleted_at: Option<DateTime<Utc>>,
     pub failure: Option<UploadFailure>,
+    /// Set once processing completed.
+    pub processed: Option<Processed>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -3,6 +3,7 @@
 //! only crate that knows SQL; everything above it sees the port.
 
 mod postgres;
+mod queue;
 mod sql;
 mod sqlite;
 

@@ -15,7 +15,7 @@ use buildpeer_core::ports::{
     NewTenant, NewUpload, NewUser, PoolStats, ProjectFilter, ProjectPatch, RotateOutcome,
     StoreResult, TenantLimits, UploadFilter, UploadStore, UserPatch,
 };
-use buildpeer_core::upload::{Sha256Hex, Upload};
+use buildpeer_core::upload::{Processed, Sha256Hex, Upload, UploadFailure};
 use chrono::{DateTime, Utc};
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -44,7 +44,12 @@ const USER_TOKENS_LOCK: &str =
 
 pub(crate) struct PgStore {
     pool: PgPool,
+    /// `job_wait`'s LISTEN connection (its own, not the pool's) and signal.
+    wakeup: queue::Wakeup,
 }
+
+#[path = "queue/postgres.rs"]
+mod queue;
 
 impl PgStore {
     pub(crate) async fn connect(url: &str, opts: &DbOptions) -> Result<Self, DbError> {
@@ -52,6 +57,7 @@ impl PgStore {
             backend: BACKEND,
             source: Box::new(e),
         })?;
+        let wakeup = queue::Wakeup::new(options.clone());
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.acquire_timeout)
@@ -70,7 +76,7 @@ impl PgStore {
                     source: Box::new(e),
                 })?;
         }
-        Ok(Self { pool })
+        Ok(Self { pool, wakeup })
     }
 
     /// READ COMMITTED is enough: conditional updates and the row locks above
@@ -736,6 +742,9 @@ impl UploadStore for PgStore {
             .bind(filter.to)
             .bind(filter.deleted)
             .bind(sql::limit(page))
+            .bind(filter.taken_from)
+            .bind(filter.taken_to)
+            .bind(filter.has_gps)
             .fetch_all(&self.pool)
             .await
             .map_err(store_err)?;
@@ -773,12 +782,66 @@ impl UploadStore for PgStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(store_err)?;
+                queue::notify(&mut tx).await?;
                 Some(row.try_into()?)
             }
             None => get_upload(&mut *tx, tenant, id).await?,
         };
         tx.commit().await.map_err(store_err)?;
         Ok(upload)
+    }
+
+    async fn upload_start_processing(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>> {
+        update_upload(&self.pool, sql::UPLOAD_START_PROCESSING, tenant, id, now).await
+    }
+
+    async fn upload_finish_processing(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        processed: &Processed,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>> {
+        let (metadata, thumbnails) = sql::processed_documents(processed)?;
+        sqlx::query_as::<_, UploadRow>(sql::UPLOAD_FINISH_PROCESSING)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(now)
+            .bind(&processed.detected_type)
+            .bind(metadata)
+            .bind(thumbnails)
+            .bind(processed.taken_at)
+            .bind(processed.metadata.gps.is_some())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?
+            .map(Upload::try_from)
+            .transpose()
+    }
+
+    async fn upload_fail_processing(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        failure: &UploadFailure,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>> {
+        sqlx::query_as::<_, UploadRow>(sql::UPLOAD_FAIL_PROCESSING)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(now)
+            .bind(&failure.code)
+            .bind(&failure.message)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?
+            .map(Upload::try_from)
+            .transpose()
     }
 
     async fn upload_trash(

@@ -10,7 +10,7 @@ use buildpeer_core::ids::{MembershipId, ProjectId, TenantId, UploadId, UserId};
 use buildpeer_core::model::{Member, Project, Role, Tenant, User};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{CreateUpload, IdempotencyKey, NewUpload, StoreResult, TenantLimits};
-use buildpeer_core::upload::{Transfer, Upload, UploadFailure, UploadStatus};
+use buildpeer_core::upload::{Processed, Transfer, Upload, UploadFailure, UploadStatus};
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 use sqlx::error::DatabaseError;
@@ -32,7 +32,8 @@ macro_rules! upload_columns {
     () => {
         "id, tenant_id, project_id, uploaded_by, status, filename, content_type, size, sha256, \
          object_key, multipart_upload_id, part_size, part_count, expires_at, uploaded_at, \
-         deleted_at, error_code, error_message, created_at, updated_at"
+         deleted_at, error_code, error_message, detected_type, media_metadata, thumbnails, \
+         taken_at, created_at, updated_at"
     };
 }
 
@@ -235,7 +236,26 @@ pub(crate) const UPLOAD_LIST: &str = concat!(
     "AND ($4 IS NULL OR status = $4) AND ($5 IS NULL OR uploaded_by = $5) ",
     "AND ($6 IS NULL OR created_at >= $6) AND ($7 IS NULL OR created_at < $7) ",
     "AND (deleted_at IS NOT NULL) = $8 ",
+    "AND ($10 IS NULL OR taken_at >= $10) AND ($11 IS NULL OR taken_at < $11) ",
+    "AND ($12 IS NULL OR has_gps = $12) ",
     "ORDER BY id DESC LIMIT $9"
+);
+pub(crate) const UPLOAD_START_PROCESSING: &str = concat!(
+    "UPDATE uploads SET status = 'PROCESSING', updated_at = $3 ",
+    "WHERE tenant_id = $1 AND id = $2 AND status IN ('UPLOADED', 'PROCESSING', 'FAILED') RETURNING ",
+    upload_columns!()
+);
+pub(crate) const UPLOAD_FINISH_PROCESSING: &str = concat!(
+    "UPDATE uploads SET status = 'COMPLETED', updated_at = $3, detected_type = $4, ",
+    "media_metadata = $5, thumbnails = $6, taken_at = $7, has_gps = $8, ",
+    "error_code = NULL, error_message = NULL ",
+    "WHERE tenant_id = $1 AND id = $2 AND status = 'PROCESSING' RETURNING ",
+    upload_columns!()
+);
+pub(crate) const UPLOAD_FAIL_PROCESSING: &str = concat!(
+    "UPDATE uploads SET status = 'FAILED', updated_at = $3, error_code = $4, error_message = $5 ",
+    "WHERE tenant_id = $1 AND id = $2 AND status IN ('UPLOADED', 'PROCESSING') RETURNING ",
+    upload_columns!()
 );
 /// Of concurrent callers only one finds the upload still pending, and only
 /// that one goes on to enqueue the job.
@@ -415,6 +435,10 @@ pub(crate) struct UploadRow {
     deleted_at: Option<DateTime<Utc>>,
     error_code: Option<String>,
     error_message: Option<String>,
+    detected_type: Option<String>,
+    media_metadata: Option<String>,
+    thumbnails: Option<String>,
+    taken_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -439,6 +463,18 @@ impl TryFrom<UploadRow> for Upload {
             (Some(code), Some(message)) => Some(UploadFailure { code, message }),
             _ => return Err(corrupt(r.id, "error columns partly set")),
         };
+        let processed = match (r.detected_type, r.media_metadata, r.thumbnails) {
+            (None, None, None) => None,
+            (Some(detected_type), Some(metadata), Some(thumbnails)) => Some(Processed {
+                detected_type,
+                metadata: serde_json::from_str(&metadata)
+                    .map_err(|e| corrupt(r.id, &format!("media_metadata: {e}")))?,
+                thumbnails: serde_json::from_str(&thumbnails)
+                    .map_err(|e| corrupt(r.id, &format!("thumbnails: {e}")))?,
+                taken_at: r.taken_at,
+            }),
+            _ => return Err(corrupt(r.id, "processing columns partly set")),
+        };
         Ok(Upload {
             id: UploadId::from_uuid(r.id),
             tenant_id: TenantId::from_uuid(r.tenant_id),
@@ -457,10 +493,20 @@ impl TryFrom<UploadRow> for Upload {
             uploaded_at: r.uploaded_at,
             deleted_at: r.deleted_at,
             failure,
+            processed,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
     }
+}
+
+/// The JSON documents `UPLOAD_FINISH_PROCESSING` stores.
+pub(crate) fn processed_documents(p: &Processed) -> StoreResult<(String, String)> {
+    let json = |e: serde_json::Error| StoreError::Other(e.into());
+    Ok((
+        serde_json::to_string(&p.metadata).map_err(json)?,
+        serde_json::to_string(&p.thumbnails).map_err(json)?,
+    ))
 }
 
 fn corrupt(id: Uuid, what: &str) -> StoreError {

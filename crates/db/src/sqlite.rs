@@ -15,7 +15,7 @@ use buildpeer_core::ports::{
     NewTenant, NewUpload, NewUser, PoolStats, ProjectFilter, ProjectPatch, RotateOutcome,
     StoreResult, TenantLimits, UploadFilter, UploadStore, UserPatch,
 };
-use buildpeer_core::upload::{Sha256Hex, Upload};
+use buildpeer_core::upload::{Processed, Sha256Hex, Upload, UploadFailure};
 use chrono::{DateTime, Utc};
 use sqlx::error::DatabaseError;
 use sqlx::sqlite::{
@@ -36,7 +36,12 @@ const POOL_SIZE: u32 = 4;
 
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
+    /// Signalled when this process queues a job (`queue::jobs_queued`).
+    jobs_ready: tokio::sync::Notify,
 }
+
+#[path = "queue/sqlite.rs"]
+mod queue;
 
 impl SqliteStore {
     pub(crate) async fn connect(url: &str, opts: &DbOptions) -> Result<Self, DbError> {
@@ -81,7 +86,10 @@ impl SqliteStore {
                     source: Box::new(e),
                 })?;
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            jobs_ready: tokio::sync::Notify::new(),
+        })
     }
 
     /// Takes the write lock up front: a deferred transaction that reads and
@@ -735,6 +743,9 @@ impl UploadStore for SqliteStore {
             .bind(filter.to)
             .bind(filter.deleted)
             .bind(sql::limit(page))
+            .bind(filter.taken_from)
+            .bind(filter.taken_to)
+            .bind(filter.has_gps)
             .fetch_all(&self.pool)
             .await
             .map_err(store_err)?;
@@ -757,6 +768,7 @@ impl UploadStore for SqliteStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(store_err)?;
+        let enqueued = marked.is_some();
         let upload = match marked {
             Some(row) => {
                 sqlx::query(sql::JOB_INSERT_SQLITE)
@@ -777,7 +789,63 @@ impl UploadStore for SqliteStore {
             None => get_upload(&mut *tx, tenant, id).await?,
         };
         tx.commit().await.map_err(store_err)?;
+        if enqueued {
+            self.jobs_queued();
+        }
         Ok(upload)
+    }
+
+    async fn upload_start_processing(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>> {
+        update_upload(&self.pool, sql::UPLOAD_START_PROCESSING, tenant, id, now).await
+    }
+
+    async fn upload_finish_processing(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        processed: &Processed,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>> {
+        let (metadata, thumbnails) = sql::processed_documents(processed)?;
+        sqlx::query_as::<_, UploadRow>(sql::UPLOAD_FINISH_PROCESSING)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(now)
+            .bind(&processed.detected_type)
+            .bind(metadata)
+            .bind(thumbnails)
+            .bind(processed.taken_at)
+            .bind(processed.metadata.gps.is_some())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?
+            .map(Upload::try_from)
+            .transpose()
+    }
+
+    async fn upload_fail_processing(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        failure: &UploadFailure,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>> {
+        sqlx::query_as::<_, UploadRow>(sql::UPLOAD_FAIL_PROCESSING)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(now)
+            .bind(&failure.code)
+            .bind(&failure.message)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?
+            .map(Upload::try_from)
+            .transpose()
     }
 
     async fn upload_trash(

@@ -22,6 +22,7 @@ use buildpeer_core::ports::{
     NewUpload, NewUser, ProjectFilter, ProjectPatch, RotateOutcome, TenantLimits, UploadFilter,
     UserPatch,
 };
+use buildpeer_core::queue::{FailOutcome, Job, JobFailure, JobState};
 use buildpeer_core::upload::{
     ContentType, Filename, Sha256Hex, Transfer, Upload, UploadFailure, UploadStatus,
 };
@@ -96,6 +97,18 @@ conformance!(
     uploads_purge_due_oldest_first_before_cutoff,
     upload_purge_takes_only_trashed,
     tenant_limits_round_trip,
+    job_claim_takes_due_jobs_oldest_first,
+    job_lease_expiry_reclaims_a_killed_workers_job,
+    job_calls_for_a_lost_attempt_change_nothing,
+    job_transient_failures_end_dead_with_their_history,
+    job_permanent_failure_is_dead_at_once,
+    job_retry_queues_a_dead_job_from_the_start,
+    job_defer_gives_the_attempt_back,
+    jobs_are_tenant_scoped_and_listed_newest_first,
+    job_depth_counts_by_kind_and_state,
+    job_enqueue_rolls_back_with_its_transaction,
+    concurrent_claimers_never_share_a_job,
+    job_wait_wakes_on_an_enqueue,
 );
 
 fn options() -> DbOptions {
@@ -2170,4 +2183,586 @@ async fn connection_errors_do_not_reveal_the_password() {
 /// A purge cutoff after everything the tests trash.
 fn later() -> DateTime<Utc> {
     now() + chrono::Duration::days(1)
+}
+
+// ---- Job queue ----------------------------------------------------------------
+
+const KIND: &str = "process_upload";
+const LEASE: Duration = Duration::from_secs(30);
+
+fn lease() -> TimeDelta {
+    TimeDelta::from_std(LEASE).unwrap()
+}
+
+/// A job of `kind` with `max_attempts`, due at `run_at`.
+fn job_spec(kind: &'static str, max_attempts: u32, run_at: DateTime<Utc>) -> NewJob {
+    NewJob {
+        kind,
+        max_attempts,
+        ..new_job(run_at)
+    }
+}
+
+/// A tenant with a project to hang uploads (and so jobs) on.
+async fn queue_tenant(store: &dyn MetadataStore, slug: &str) -> (TenantId, ProjectId, UserId) {
+    let (t, admin) = tenant(store, slug).await;
+    let p = project(store, t, admin, "Torre").await;
+    (t, p, admin)
+}
+
+/// Enqueues `job` the way the port does: with an upload's `UPLOADED`
+/// transition.
+async fn enqueue(
+    store: &dyn MetadataStore,
+    (t, p, by): (TenantId, ProjectId, UserId),
+    job: &NewJob,
+) -> JobId {
+    let up = upload(store, t, p, by).await;
+    store
+        .upload_mark_uploaded(t, up.id, job, now())
+        .await
+        .unwrap()
+        .unwrap();
+    job.id
+}
+
+async fn claim(store: &dyn MetadataStore, at: DateTime<Utc>, limit: u32) -> Vec<Job> {
+    store.job_claim(&[KIND], at, LEASE, limit).await.unwrap()
+}
+
+async fn job_of(store: &dyn MetadataStore, t: TenantId, id: JobId) -> Job {
+    store.job_get(t, id).await.unwrap().unwrap().0
+}
+
+async fn history(store: &dyn MetadataStore, t: TenantId, id: JobId) -> Vec<JobFailure> {
+    store.job_get(t, id).await.unwrap().unwrap().1
+}
+
+fn job_ids(jobs: &[Job]) -> Vec<JobId> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+async fn job_claim_takes_due_jobs_oldest_first(cx: Ctx) {
+    let store = &*cx.store;
+    let tp = queue_tenant(store, "acme").await;
+    let t0 = now();
+    let second = enqueue(store, tp, &job_spec(KIND, 5, t0 - TimeDelta::seconds(2))).await;
+    let first = enqueue(store, tp, &job_spec(KIND, 5, t0 - TimeDelta::seconds(3))).await;
+    let third = enqueue(store, tp, &job_spec(KIND, 5, t0 - TimeDelta::seconds(1))).await;
+    let future = enqueue(store, tp, &job_spec(KIND, 5, t0 + TimeDelta::hours(1))).await;
+    let other = enqueue(
+        store,
+        tp,
+        &job_spec("other_kind", 5, t0 - TimeDelta::hours(1)),
+    )
+    .await;
+
+    // Oldest `run_at` first, up to the limit; nothing of other kinds.
+    let got = claim(store, t0, 2).await;
+    assert_eq!(job_ids(&got), [first, second]);
+    for j in &got {
+        assert_eq!(j.state, JobState::Running);
+        assert_eq!(j.attempts, 1);
+        assert_eq!(j.lease_until, Some(t0 + lease()));
+        assert_eq!(j.updated_at, t0);
+        assert_eq!(j.tenant_id, tp.0);
+        assert!(j.upload_id.is_some());
+        assert_eq!(j.kind, KIND);
+        assert_eq!(*j, job_of(store, tp.0, j.id).await);
+    }
+    assert_eq!(job_ids(&claim(store, t0, 10).await), [third]);
+    // The future job is not due; claimed jobs are not claimed again.
+    assert!(claim(store, t0, 10).await.is_empty());
+    assert_eq!(job_of(store, tp.0, future).await.state, JobState::Queued);
+    assert_eq!(job_of(store, tp.0, other).await.state, JobState::Queued);
+    // Several kinds at once.
+    let both = store
+        .job_claim(&[KIND, "other_kind"], t0, LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(job_ids(&both), [other]);
+    assert!(
+        store
+            .job_claim(&[], t0, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn job_lease_expiry_reclaims_a_killed_workers_job(cx: Ctx) {
+    let store = &*cx.store;
+    let tp = queue_tenant(store, "acme").await;
+    let t0 = now();
+    let id = enqueue(store, tp, &job_spec(KIND, 2, t0)).await;
+    assert_eq!(job_ids(&claim(store, t0, 10).await), [id]);
+    // The worker dies without a word. Until its lease ends, nobody takes over.
+    let end = t0 + lease();
+    assert!(claim(store, end - micros(1), 10).await.is_empty());
+    let again = claim(store, end, 10).await;
+    assert_eq!(job_ids(&again), [id]);
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(again[0].lease_until, Some(end + lease()));
+    let lost = history(store, tp.0, id).await;
+    assert_eq!(lost.len(), 1);
+    assert_eq!((lost[0].attempt, lost[0].at), (1, end));
+    // Its last attempt lost too: dead, not run a third time.
+    let end2 = end + lease();
+    assert!(claim(store, end2, 10).await.is_empty());
+    let dead = job_of(store, tp.0, id).await;
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.attempts, 2);
+    assert_eq!(dead.lease_until, None);
+    assert!(dead.last_error.is_some());
+    let lost = history(store, tp.0, id).await;
+    assert_eq!(lost.iter().map(|f| f.attempt).collect::<Vec<_>>(), [1, 2]);
+}
+
+async fn job_calls_for_a_lost_attempt_change_nothing(cx: Ctx) {
+    let store = &*cx.store;
+    let tp = queue_tenant(store, "acme").await;
+    let t0 = now();
+    let id = enqueue(store, tp, &job_spec(KIND, 5, t0)).await;
+    claim(store, t0, 1).await;
+    let t1 = t0 + lease();
+    let taken = claim(store, t1, 1).await;
+    assert_eq!(taken[0].attempts, 2);
+    let before = store.job_get(tp.0, id).await.unwrap().unwrap();
+
+    // The first worker wakes up and carries on: every call is refused.
+    let t2 = t1 + TimeDelta::seconds(1);
+    assert!(!store.job_heartbeat(id, 1, t2 + lease()).await.unwrap());
+    assert!(!store.job_complete(id, 1, t2).await.unwrap());
+    assert_eq!(
+        store.job_fail(id, 1, "boom", Some(t2), t2).await.unwrap(),
+        FailOutcome::Lost
+    );
+    assert_eq!(
+        store.job_fail(id, 1, "boom", None, t2).await.unwrap(),
+        FailOutcome::Lost
+    );
+    assert!(!store.job_defer(id, 1, t2, t2).await.unwrap());
+    assert!(!store.job_heartbeat(id, 3, t2 + lease()).await.unwrap());
+    assert_eq!(store.job_get(tp.0, id).await.unwrap().unwrap(), before);
+
+    // The holder's calls work; after it completes, nobody's do.
+    let renewed = t2 + lease();
+    assert!(store.job_heartbeat(id, 2, renewed).await.unwrap());
+    assert_eq!(job_of(store, tp.0, id).await.lease_until, Some(renewed));
+    // A renewed lease protects the run past its first end.
+    assert!(claim(store, t1 + lease(), 1).await.is_empty());
+    assert!(store.job_complete(id, 2, t2).await.unwrap());
+    let done = job_of(store, tp.0, id).await;
+    assert_eq!(
+        (done.state, done.attempts, done.lease_until, done.updated_at),
+        (JobState::Done, 2, None, t2)
+    );
+    assert!(!store.job_complete(id, 2, t2).await.unwrap());
+    assert!(!store.job_heartbeat(id, 2, renewed).await.unwrap());
+    assert_eq!(
+        store.job_fail(id, 2, "late", None, t2).await.unwrap(),
+        FailOutcome::Lost
+    );
+    assert!(claim(store, renewed + lease(), 1).await.is_empty());
+}
+
+async fn job_transient_failures_end_dead_with_their_history(cx: Ctx) {
+    let store = &*cx.store;
+    let tp = queue_tenant(store, "acme").await;
+    let mut at = now();
+    let id = enqueue(store, tp, &job_spec(KIND, 3, at)).await;
+    let mut outcomes = Vec::new();
+    for n in 1..=3u32 {
+        let got = claim(store, at, 1).await;
+        assert_eq!(job_ids(&got), [id], "attempt {n}");
+        assert_eq!(got[0].attempts, n);
+        let retry_at = at + TimeDelta::seconds(10);
+        outcomes.push(
+            store
+                .job_fail(id, n, &format!("timeout {n}"), Some(retry_at), at)
+                .await
+                .unwrap(),
+        );
+        if n < 3 {
+            // Backing off: queued for `retry_at`, not claimable before.
+            let queued = job_of(store, tp.0, id).await;
+            assert_eq!(
+                (queued.state, queued.run_at, queued.lease_until),
+                (JobState::Queued, retry_at, None)
+            );
+            assert!(claim(store, retry_at - micros(1), 1).await.is_empty());
+        }
+        at = retry_at;
+    }
+    assert_eq!(
+        outcomes,
+        [
+            FailOutcome::Retrying,
+            FailOutcome::Retrying,
+            FailOutcome::Dead
+        ]
+    );
+    let dead = job_of(store, tp.0, id).await;
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.attempts, 3);
+    assert_eq!(dead.lease_until, None);
+    assert_eq!(dead.last_error.as_deref(), Some("timeout 3"));
+    let errors = history(store, tp.0, id).await;
+    assert_eq!(
+        errors
+            .iter()
+            .map(|f| (f.attempt, f.error.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "timeout 1"), (2, "timeout 2"), (3, "timeout 3")]
+    );
+    assert!(errors.windows(2).all(|w| w[0].at < w[1].at));
+    assert!(claim(store, at + TimeDelta::days(1), 1).await.is_empty());
+}
+
+async fn job_permanent_failure_is_dead_at_once(cx: Ctx) {
+    let store = &*cx.store;
+    let tp = queue_tenant(store, "acme").await;
+    let t0 = now();
+    let id = enqueue(store, tp, &job_spec(KIND, 5, t0)).await;
+    claim(store, t0, 1).await;
+    assert_eq!(
+        store
+            .job_fail(id, 1, "not an image", None, t0)
+            .await
+            .unwrap(),
+        FailOutcome::Dead
+    );
+    let dead = job_of(store, tp.0, id).await;
+    assert_eq!((dead.state, dead.attempts), (JobState::Dead, 1));
+    assert_eq!(dead.last_error.as_deref(), Some("not an image"));
+    assert_eq!(history(store, tp.0, id).await.len(), 1);
+}
+
+async fn job_retry_queues_a_dead_job_from_the_start(cx: Ctx) {
+    let store = &*cx.store;
+    let tp = queue_tenant(store, "acme").await;
+    let t0 = now();
+    let id = enqueue(store, tp, &job_spec(KIND, 2, t0)).await;
+    for n in 1..=2 {
+        claim(store, t0, 1).await;
+        store.job_fail(id, n, "flaky", Some(t0), t0).await.unwrap();
+    }
+    assert_eq!(job_of(store, tp.0, id).await.state, JobState::Dead);
+
+    let t1 = t0 + TimeDelta::minutes(5);
+    let retried = store.job_retry(tp.0, id, t1).await.unwrap().unwrap();
+    assert_eq!(retried.state, JobState::Queued);
+    assert_eq!(retried.attempts, 0);
+    assert_eq!(retried.run_at, t1);
+    assert_eq!(retried.lease_until, None);
+    assert_eq!(retried.updated_at, t1);
+    assert_eq!(retried.last_error.as_deref(), Some("flaky"));
+    assert_eq!(retried, job_of(store, tp.0, id).await);
+    assert_eq!(history(store, tp.0, id).await.len(), 2);
+    // Claimable at once, with its attempts counted afresh.
+    let got = claim(store, t1, 1).await;
+    assert_eq!((got[0].id, got[0].attempts), (id, 1));
+    // A job that is not dead comes back unchanged.
+    let running = job_of(store, tp.0, id).await;
+    assert_eq!(store.job_retry(tp.0, id, t1).await.unwrap(), Some(running));
+    assert_eq!(store.job_retry(tp.0, JobId::new(), t1).await.unwrap(), None);
+
+    // In bulk: every dead job of the tenant and only those.
+    let other = queue_tenant(store, "globex").await;
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        dead.push(enqueue(store, tp, &job_spec(KIND, 1, t1)).await);
+    }
+    let foreign = enqueue(store, other, &job_spec(KIND, 1, t1)).await;
+    let queued = enqueue(store, tp, &job_spec(KIND, 1, t1 + TimeDelta::hours(1))).await;
+    let claimed = claim(store, t1, 10).await;
+    assert_eq!(claimed.len(), 4);
+    for j in &claimed {
+        store.job_fail(j.id, 1, "gone", None, t1).await.unwrap();
+    }
+    assert_eq!(store.job_retry_dead(tp.0, t1).await.unwrap(), 3);
+    for id in &dead {
+        let j = job_of(store, tp.0, *id).await;
+        assert_eq!((j.state, j.attempts, j.run_at), (JobState::Queued, 0, t1));
+    }
+    assert_eq!(job_of(store, other.0, foreign).await.state, JobState::Dead);
+    assert_eq!(
+        job_of(store, tp.0, queued).await.run_at,
+        t1 + TimeDelta::hours(1)
+    );
+    assert_eq!(store.job_retry_dead(tp.0, t1).await.unwrap(), 0);
+}
+
+async fn job_defer_gives_the_attempt_back(cx: Ctx) {
+    let store = &*cx.store;
+    let tp = queue_tenant(store, "acme").await;
+    let t0 = now();
+    let id = enqueue(store, tp, &job_spec(KIND, 1, t0)).await;
+    for _ in 0..3 {
+        let got = claim(store, t0, 1).await;
+        assert_eq!(got[0].attempts, 1);
+        let later = t0 + TimeDelta::seconds(10);
+        assert!(!store.job_defer(id, 2, later, t0).await.unwrap());
+        assert!(store.job_defer(id, 1, t0, t0).await.unwrap());
+        let j = job_of(store, tp.0, id).await;
+        assert_eq!(
+            (j.state, j.attempts, j.lease_until),
+            (JobState::Queued, 0, None)
+        );
+        assert!(!store.job_defer(id, 1, t0, t0).await.unwrap());
+    }
+    // Deferred to later: not due before.
+    claim(store, t0, 1).await;
+    let later = t0 + TimeDelta::seconds(10);
+    assert!(store.job_defer(id, 1, later, t0).await.unwrap());
+    assert!(claim(store, later - micros(1), 1).await.is_empty());
+    assert_eq!(claim(store, later, 1).await[0].attempts, 1);
+    assert!(history(store, tp.0, id).await.is_empty());
+}
+
+async fn jobs_are_tenant_scoped_and_listed_newest_first(cx: Ctx) {
+    let store = &*cx.store;
+    let a = queue_tenant(store, "acme").await;
+    let b = queue_tenant(store, "globex").await;
+    let t0 = now();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(enqueue(store, a, &job_spec(KIND, 1, t0)).await);
+    }
+    let theirs = enqueue(store, b, &job_spec(KIND, 1, t0)).await;
+    // Two of acme's die.
+    let claimed = claim(store, t0, 2).await;
+    for j in &claimed {
+        store.job_fail(j.id, 1, "x", None, t0).await.unwrap();
+    }
+    let dead: Vec<JobId> = job_ids(&claimed);
+
+    let newest_first: Vec<JobId> = ids.iter().rev().copied().collect();
+    let page1 = store.job_list(a.0, None, first(3)).await.unwrap();
+    assert_eq!(job_ids(&page1), newest_first[..4]);
+    let page2 = store
+        .job_list(a.0, None, after(3, page1[2].id.as_uuid()))
+        .await
+        .unwrap();
+    assert_eq!(job_ids(&page2), newest_first[3..]);
+    let dead_listed = store
+        .job_list(a.0, Some(JobState::Dead), first(10))
+        .await
+        .unwrap();
+    let mut expected_dead = dead.clone();
+    expected_dead.sort();
+    expected_dead.reverse();
+    assert_eq!(job_ids(&dead_listed), expected_dead);
+    assert_eq!(
+        store
+            .job_list(a.0, Some(JobState::Queued), first(10))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(
+        store
+            .job_list(a.0, Some(JobState::Running), first(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The other tenant sees none of it, and touches none of it.
+    let b_list = store.job_list(b.0, None, first(10)).await.unwrap();
+    assert_eq!(job_ids(&b_list), [theirs]);
+    assert!(store.job_get(b.0, dead[0]).await.unwrap().is_none());
+    assert!(store.job_retry(b.0, dead[0], t0).await.unwrap().is_none());
+    assert_eq!(store.job_retry_dead(b.0, t0).await.unwrap(), 0);
+    assert_eq!(job_of(store, a.0, dead[0]).await.state, JobState::Dead);
+    assert!(store.job_get(a.0, theirs).await.unwrap().is_none());
+}
+
+async fn job_depth_counts_by_kind_and_state(cx: Ctx) {
+    let store = &*cx.store;
+    let a = queue_tenant(store, "acme").await;
+    let b = queue_tenant(store, "globex").await;
+    let t0 = now();
+    for tp in [a, b, a] {
+        enqueue(store, tp, &job_spec(KIND, 1, t0)).await;
+    }
+    enqueue(store, b, &job_spec("other_kind", 1, t0)).await;
+    let got = claim(store, t0, 2).await;
+    store.job_complete(got[0].id, 1, t0).await.unwrap();
+    let mut depth: Vec<(String, JobState, u64)> = store
+        .job_depth()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.kind, d.state, d.count))
+        .collect();
+    depth.sort_by_key(|(k, s, _)| (k.clone(), s.as_str()));
+    assert_eq!(
+        depth,
+        [
+            ("other_kind".to_owned(), JobState::Queued, 1),
+            (KIND.to_owned(), JobState::Done, 1),
+            (KIND.to_owned(), JobState::Queued, 1),
+            (KIND.to_owned(), JobState::Running, 1),
+        ]
+    );
+}
+
+/// The job insert and the `UPLOADED` transition commit or fail together.
+/// To fail the transaction after the job row is written, a trigger on `jobs`
+/// refuses jobs of one kind: on PostgreSQL a deferred constraint trigger,
+/// which fires at COMMIT (after every statement of the transaction ran); on
+/// SQLite (no deferred triggers) an AFTER INSERT trigger, which aborts the
+/// job insert after the row was written, with the upload's UPDATE already
+/// done in the same transaction.
+async fn job_enqueue_rolls_back_with_its_transaction(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, p, admin) = queue_tenant(store, "acme").await;
+    if cx.backend == "sqlite" {
+        with_db!(cx, |conn| sqlx::raw_sql(
+            "CREATE TRIGGER doomed_jobs AFTER INSERT ON jobs WHEN NEW.kind = 'doomed' \
+             BEGIN SELECT RAISE(ABORT, 'doomed job'); END"
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected());
+    } else {
+        with_db!(cx, |conn| sqlx::raw_sql(
+            "CREATE FUNCTION doom() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'doomed job'; END $$; \
+             CREATE CONSTRAINT TRIGGER doomed_jobs AFTER INSERT ON jobs \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW \
+             WHEN (NEW.kind = 'doomed') EXECUTE FUNCTION doom();"
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected());
+    }
+    let pending = upload(store, t, p, admin).await;
+    let doomed = job_spec("doomed", 5, now());
+    let err = store
+        .upload_mark_uploaded(t, pending.id, &doomed, now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert_eq!(get(store, t, pending.id).await, pending);
+    assert!(jobs_of(&cx, pending.id).await.is_empty());
+    assert!(store.job_get(t, doomed.id).await.unwrap().is_none());
+    assert!(
+        store
+            .job_claim(&["doomed"], now() + TimeDelta::days(1), LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The same upload with a job that may be written: both land.
+    let job = job_spec(KIND, 5, now());
+    let marked = store
+        .upload_mark_uploaded(t, pending.id, &job, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(marked.status, UploadStatus::Uploaded);
+    assert_eq!(job_of(store, t, job.id).await.state, JobState::Queued);
+}
+
+async fn concurrent_claimers_never_share_a_job(cx: Ctx) {
+    const JOBS: usize = 200;
+    let store = &*cx.store;
+    let tp = queue_tenant(store, "acme").await;
+    let t0 = now();
+    let mut all = HashSet::new();
+    for i in 0..JOBS {
+        let at = t0 - TimeDelta::seconds(i64::try_from(i).unwrap());
+        all.insert(enqueue(store, tp, &job_spec(KIND, 5, at)).await);
+    }
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&cx.store);
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.job_claim(&[KIND], t0, LEASE, 7).await.unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    for j in got {
+                        assert!(
+                            store.job_complete(j.id, j.attempts, t0).await.unwrap(),
+                            "completing a job this task claimed"
+                        );
+                        mine.push(j.id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    let mut busy = 0;
+    for task in tasks {
+        let mine = task.await.unwrap();
+        busy += usize::from(!mine.is_empty());
+        claimed.extend(mine);
+    }
+    let unique: HashSet<JobId> = claimed.iter().copied().collect();
+    assert_eq!(claimed.len(), JOBS, "a job was claimed twice or not at all");
+    assert_eq!(unique, all);
+    if cx.backend == "postgres" {
+        assert!(busy > 1, "only {busy} claimer got work");
+    }
+}
+
+/// Waits on `store` until a wait of `quiet` runs its full time, so that the
+/// wake-ups of earlier writes (and of the listener connecting) are spent.
+async fn drain_wakeups(store: &dyn MetadataStore) {
+    let quiet = Duration::from_millis(300);
+    for _ in 0..50 {
+        let started = std::time::Instant::now();
+        store.job_wait(quiet).await;
+        if started.elapsed() >= quiet {
+            return;
+        }
+    }
+    panic!("job_wait keeps waking up with nothing queued");
+}
+
+async fn job_wait_wakes_on_an_enqueue(cx: Ctx) {
+    let tp = queue_tenant(&*cx.store, "acme").await;
+    // On PostgreSQL the job comes from another pool (as from another
+    // replica); on SQLite only this process's writes wake a waiter.
+    let writer = if cx.backend == "postgres" {
+        connect(&cx.url, &options()).await.unwrap()
+    } else {
+        Arc::clone(&cx.store)
+    };
+    let timeout = Duration::from_secs(20);
+    for round in 0..2 {
+        drain_wakeups(&*cx.store).await;
+        let store = Arc::clone(&cx.store);
+        let waiter = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            store.job_wait(timeout).await;
+            started.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if round == 0 {
+            enqueue(&*writer, tp, &job_spec(KIND, 1, now())).await;
+        } else {
+            // A re-queue wakes too: a dead job retried.
+            let got = writer.job_claim(&[KIND], now(), LEASE, 1).await.unwrap();
+            writer
+                .job_fail(got[0].id, 1, "x", None, now())
+                .await
+                .unwrap();
+            assert_eq!(writer.job_retry_dead(tp.0, now()).await.unwrap(), 1);
+        }
+        let waited = waiter.await.unwrap();
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_secs(5),
+            "round {round}: woke after {waited:?}"
+        );
+    }
 }

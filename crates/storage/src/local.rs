@@ -110,7 +110,37 @@ impl LocalStore {
                     source,
                 })?;
         }
+        store.remove_stale_temp_files().await;
         Ok(store)
+    }
+
+    /// Removes what writes cut off by a crash left in `tmp/`. Only files
+    /// older than an hour: another process on this data dir (a worker next
+    /// to the API) may be writing the younger ones right now.
+    async fn remove_stale_temp_files(&self) {
+        const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
+        let Ok(mut entries) = fs::read_dir(&self.tmp).await else {
+            return;
+        };
+        let mut removed = 0u32;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let stale = entry
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE);
+            if stale && fs::remove_file(entry.path()).await.is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed stale temporary files of interrupted writes"
+            );
+        }
     }
 
     fn object_path(&self, key: &ObjectKey) -> PathBuf {
@@ -904,6 +934,27 @@ mod tests {
         Box::pin(futures_util::stream::once(async move {
             Ok(Bytes::from_static(data))
         }))
+    }
+
+    #[tokio::test]
+    async fn stale_temp_files_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = store(dir.path()).await.tmp;
+        let old = tmp.join("old");
+        let young = tmp.join("young");
+        for p in [&old, &young] {
+            std::fs::write(p, b"half a photo").unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        store(dir.path()).await;
+        assert!(!old.exists(), "a stale temp file survived");
+        assert!(young.exists(), "a write in progress was removed");
     }
 
     /// The path and query of a signed URL, as the blob endpoint would see them.

@@ -1,5 +1,6 @@
 //! Route handlers: thin drivers that parse, call one use-case, and shape the answer.
 
+pub mod admin;
 pub mod auth;
 pub mod blobs;
 pub mod ops;

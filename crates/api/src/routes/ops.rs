@@ -58,6 +58,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("db_pool_connections", "backend" => backend, "state" => "in_use")
         .set(f64::from(stats.size.saturating_sub(stats.idle)));
     metrics::gauge!("db_pool_max_connections", "backend" => backend).set(f64::from(stats.max));
+    refresh_queue_gauges(store.as_ref()).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -65,6 +66,52 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+/// How long a scrape waits for the queue counts before it answers with the
+/// previous values.
+const QUEUE_DEPTH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `queue_depth{kind,state}` and `queue_dead_letter_size`, counted at scrape
+/// time (one `GROUP BY` on an index) so they are as fresh as the scrape and
+/// cost nothing between scrapes. Every state of every kind ever seen is set,
+/// so a count that drops to zero shows as zero. If the database is slow or
+/// down, the previous values stay and the scrape still answers.
+async fn refresh_queue_gauges(store: &dyn buildpeer_core::ports::MetadataStore) {
+    use std::collections::BTreeSet;
+    use std::sync::{Mutex, PoisonError};
+
+    use buildpeer_core::queue::JobState;
+
+    static KINDS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let depth = match tokio::time::timeout(QUEUE_DEPTH_TIMEOUT, store.job_depth()).await {
+        Ok(Ok(depth)) => depth,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "queue depth not refreshed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("queue depth not refreshed: the database did not answer in time");
+            return;
+        }
+    };
+    let mut kinds = KINDS.lock().unwrap_or_else(PoisonError::into_inner);
+    kinds.extend(depth.iter().map(|d| d.kind.clone()));
+    let mut dead = 0;
+    for kind in kinds.iter() {
+        for state in JobState::ALL {
+            let count = depth
+                .iter()
+                .find(|d| d.kind == *kind && d.state == state)
+                .map_or(0, |d| d.count);
+            if state == JobState::Dead {
+                dead += count;
+            }
+            metrics::gauge!("queue_depth", "kind" => kind.clone(), "state" => state.as_str())
+                .set(count as f64);
+        }
+    }
+    metrics::gauge!("queue_dead_letter_size").set(dead as f64);
 }
 
 pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {

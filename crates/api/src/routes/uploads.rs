@@ -177,6 +177,9 @@ pub async fn list(
         from: q.from,
         to: q.to,
         deleted: q.deleted.unwrap_or(false),
+        taken_from: q.taken_from,
+        taken_to: q.taken_to,
+        has_gps: q.has_gps,
     };
     let uploads = state
         .service
@@ -201,6 +204,34 @@ pub async fn content(
 ) -> Result<Response, ApiError> {
     let id: UploadId = parse_id(&id)?;
     let download = state.service.download_upload(&actor, id).await?;
+    let location = HeaderValue::from_str(&download.url.url)
+        .map_err(|e| ApiError::Core(buildpeer_core::CoreError::Internal(Box::new(e))))?;
+    Ok((
+        StatusCode::TEMPORARY_REDIRECT,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response())
+}
+
+/// Download a derivative (`thumb`, `preview`, …) of a processed upload: a
+/// redirect to a short-lived signed URL of the JPEG.
+#[utoipa::path(get, path = "/v1/uploads/{id}/thumbnails/{name}", tag = "uploads",
+    params(("id" = uuid::Uuid, Path), ("name" = String, Path)),
+    responses(
+        (status = 307, description = "Redirect to a signed URL of the JPEG"),
+        (status = 404, description = "No such upload, or no such derivative (yet)", body = Problem),
+        (status = 409, description = "`upload_deleted`", body = Problem),
+    ))]
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id: UploadId = parse_id(&id)?;
+    let download = state.service.download_thumbnail(&actor, id, &name).await?;
     let location = HeaderValue::from_str(&download.url.url)
         .map_err(|e| ApiError::Core(buildpeer_core::CoreError::Internal(Box::new(e))))?;
     Ok((

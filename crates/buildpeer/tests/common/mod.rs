@@ -223,6 +223,7 @@ async fn second_service(config: &Config, addr: SocketAddr) -> Service {
     Service::new(Deps {
         store,
         blobs,
+        media: buildpeer::app::media(&config.processing),
         clock: Arc::new(SystemClock),
         tokens: TokenKeys::new(&secret).expect("token keys"),
         uploads: config.uploads.clone(),
@@ -263,6 +264,9 @@ impl TestApp {
         let mut config = Config::embedded(dir.path());
         config.bootstrap = false;
         config.database.max_connections = 5;
+        // Tests that process uploads turn the worker on; the others look at
+        // uploads as `complete` leaves them.
+        config.run_worker = false;
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {

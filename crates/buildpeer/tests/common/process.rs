@@ -56,7 +56,7 @@ pub fn serve_env(data_dir: &Path) -> Vec<(String, String)> {
     ]
 }
 
-/// A running `buildpeer serve`; killed if still running when dropped.
+/// A running `buildpeer serve` (or `worker`); killed if still running when dropped.
 pub struct Server {
     child: Child,
     pub pid: u32,
@@ -67,14 +67,19 @@ pub struct Server {
 
 impl Server {
     pub fn spawn(args: &[&str], env: &[(String, String)]) -> Self {
+        Self::spawn_command("serve", args, env)
+    }
+
+    /// Any long-running command (`serve`, `worker`).
+    pub fn spawn_command(command_name: &str, args: &[&str], env: &[(String, String)]) -> Self {
         let mut cmd = command();
-        cmd.arg("serve")
+        cmd.arg(command_name)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawning buildpeer serve");
+        let mut child = cmd.spawn().expect("spawning buildpeer");
         let pid = child.id().expect("pid");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));

@@ -3,6 +3,8 @@
 //! CLI, worker) call these and nothing below them.
 
 mod auth;
+mod jobs;
+mod processing;
 mod projects;
 mod tenants;
 mod uploads;
@@ -15,11 +17,14 @@ use crate::blob::BlobStore;
 use crate::clock::Clock;
 use crate::error::CoreError;
 use crate::ids::{TenantId, UserId};
+use crate::media::MediaProcessor;
 use crate::model::Role;
 use crate::policy::{self, TenantAction};
 use crate::ports::MetadataStore;
 
 pub use auth::{LoginInput, TokenPair};
+pub use jobs::JobDetail;
+pub use processing::JobResult;
 pub use projects::{CreateProjectInput, ProjectListQuery, UpdateProjectInput};
 pub use tenants::{Bootstrap, CreateTenantInput};
 pub use uploads::{
@@ -42,6 +47,7 @@ pub struct Actor {
 pub struct Deps {
     pub store: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
+    pub media: Arc<dyn MediaProcessor>,
     pub clock: Arc<dyn Clock>,
     pub tokens: TokenKeys,
     pub uploads: UploadSettings,
@@ -52,6 +58,7 @@ pub struct Deps {
 pub struct Service {
     store: Arc<dyn MetadataStore>,
     blobs: Arc<dyn BlobStore>,
+    media: Arc<dyn MediaProcessor>,
     clock: Arc<dyn Clock>,
     uploads: Arc<UploadSettings>,
     tokens: Arc<TokenKeys>,
@@ -65,6 +72,7 @@ impl Service {
         Self {
             store: deps.store,
             blobs: deps.blobs,
+            media: deps.media,
             clock: deps.clock,
             uploads: Arc::new(deps.uploads),
             tokens: Arc::new(deps.tokens),

@@ -96,6 +96,9 @@ pub struct UploadListQuery {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub deleted: bool,
+    pub taken_from: Option<DateTime<Utc>>,
+    pub taken_to: Option<DateTime<Utc>>,
+    pub has_gps: Option<bool>,
 }
 
 /// A signed download of an upload's bytes.
@@ -507,6 +510,9 @@ impl Service {
             from: query.from,
             to: query.to,
             deleted: query.deleted,
+            taken_from: query.taken_from,
+            taken_to: query.taken_to,
+            has_gps: query.has_gps,
         };
         let rows = self
             .store
@@ -540,6 +546,43 @@ impl Service {
         let spec = GetSpec {
             content_type: upload.content_type.clone(),
             content_disposition: attachment(&upload.filename),
+        };
+        let url = self
+            .blobs
+            .sign_get(&key, &spec, now, now + self.uploads.download_url_ttl)
+            .map_err(storage)?;
+        Ok(Download { url })
+    }
+
+    /// A short-lived signed GET of a derivative (`thumb`, `preview`, …),
+    /// inline: it is our own JPEG, made for display.
+    pub async fn download_thumbnail(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        name: &str,
+    ) -> Result<Download, CoreError> {
+        let upload = self
+            .authorized_upload(actor, id, ProjectAction::Read)
+            .await?;
+        if upload.deleted_at.is_some() {
+            return Err(CoreError::conflict(
+                "upload_deleted",
+                "the upload is in the trash",
+            ));
+        }
+        let thumbnail = upload
+            .processed
+            .iter()
+            .flat_map(|p| &p.thumbnails)
+            .find(|t| t.name == name)
+            .ok_or(CoreError::NotFound)?;
+        let key = ObjectKey::parse(&thumbnail.object_key)
+            .map_err(|e| CoreError::Internal(e.message.into()))?;
+        let now = self.clock.now();
+        let spec = GetSpec {
+            content_type: "image/jpeg".into(),
+            content_disposition: "inline".into(),
         };
         let url = self
             .blobs
@@ -611,6 +654,11 @@ impl Service {
                         .map_err(storage)?;
                 }
                 self.blobs.delete(&key).await.map_err(storage)?;
+                for thumbnail in upload.processed.iter().flat_map(|p| &p.thumbnails) {
+                    let key = ObjectKey::parse(&thumbnail.object_key)
+                        .map_err(|e| CoreError::Internal(e.message.into()))?;
+                    self.blobs.delete(&key).await.map_err(storage)?;
+                }
                 report.purged += 1;
             }
         }

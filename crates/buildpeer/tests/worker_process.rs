@@ -1,0 +1,216 @@
+//! `buildpeer serve --no-worker` and separate `buildpeer worker` processes on
+//! one SQLite data dir: a worker that cannot reach storage (an S3 endpoint on
+//! a closed loopback port) retries each job with backoff and dead-letters it
+//! after its three attempts, the upload ends `FAILED`; an admin re-queues it
+//! from the dead-letter queue and a healthy worker completes it. Each worker
+//! stops cleanly on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::process::{Server, serve_env};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const PHOTO: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/testdata/photos/jpeg/gps/DSCN0025.jpg"
+);
+
+struct Api {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut rb = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// Polls `path` until `pred` holds.
+    async fn until(&self, what: &str, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let v = self.get(path).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn login(addr: SocketAddr, password: &str) -> Api {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{addr}");
+    let tokens: Value = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({"tenant": "demo", "email": "admin@demo.local", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Api {
+        base,
+        token: tokens["access_token"].as_str().unwrap().to_owned(),
+        client,
+    }
+}
+
+fn worker_env(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = serve_env(data_dir);
+    env.push(("BUILDPEER_JOB_RETRY_BASE_MS".into(), "100".into()));
+    env.push(("BUILDPEER_WORKER_CONCURRENCY".into(), "2".into()));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_and_retry_across_processes() {
+    tokio::time::timeout(Duration::from_secs(150), async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::spawn(&["--no-worker"], &serve_env(dir.path()));
+        let addr = server.wait_listening().await;
+        let line = server
+            .wait_for_log("the demo password", |v| v["password"].is_string())
+            .await;
+        let api = login(addr, line["password"].as_str().unwrap()).await;
+        let project = api
+            .call(
+                reqwest::Method::POST,
+                "/v1/projects",
+                Some(json!({"name": "Obra"})),
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let bytes = std::fs::read(PHOTO).unwrap();
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let started = api
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/projects/{project}/uploads"),
+                Some(json!({"filename": "obra.jpg", "content_type": "image/jpeg",
+                            "size": bytes.len(), "sha256": sha})),
+            )
+            .await;
+        let instr = &started["upload"];
+        let mut put = api.client.put(instr["url"].as_str().unwrap());
+        for (k, v) in instr["headers"].as_object().unwrap() {
+            put = put.header(k.as_str(), v.as_str().unwrap());
+        }
+        assert!(put.body(bytes).send().await.unwrap().status().is_success());
+        let id = started["id"].as_str().unwrap().to_owned();
+        let upload_path = format!("/v1/uploads/{id}");
+        api.call(
+            reqwest::Method::POST,
+            &format!("{upload_path}/complete"),
+            None,
+        )
+        .await;
+        // No worker in the API process: it waits.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(api.get(&upload_path).await["status"], "UPLOADED");
+
+        // A worker whose storage is down: three attempts, then the dead-letter queue.
+        let mut broken = Server::spawn_command(
+            "worker",
+            &[],
+            &worker_env(
+                dir.path(),
+                &[
+                    (
+                        "BUILDPEER_STORAGE_URL",
+                        "s3://nowhere?endpoint=http://127.0.0.1:9&region=local",
+                    ),
+                    ("AWS_ACCESS_KEY_ID", "test-key-id"),
+                    ("AWS_SECRET_ACCESS_KEY", "test-secret-key"),
+                ],
+            ),
+        );
+        let failed = api
+            .until("the upload to fail", &upload_path, |u| {
+                u["status"] == "FAILED"
+            })
+            .await;
+        assert_eq!(failed["error"]["code"], "storage_unavailable", "{failed}");
+        let dead = api
+            .until("a dead job", "/v1/admin/jobs?state=dead", |l| {
+                l["items"].as_array().is_some_and(|i| i.len() == 1)
+            })
+            .await;
+        let job = dead["items"][0]["id"].as_str().unwrap().to_owned();
+        let detail = api.get(&format!("/v1/admin/jobs/{job}")).await;
+        assert_eq!(detail["attempts"], 3, "{detail}");
+        let errors = detail["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 3, "{detail}");
+        assert!(
+            errors.iter().all(|e| e["error"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("storage_unavailable"))),
+            "{detail}"
+        );
+        broken.stop().await;
+
+        // Storage is back (a worker with the right configuration): the
+        // admin re-queues the job and it runs from the start.
+        let mut healthy = Server::spawn_command("worker", &[], &worker_env(dir.path(), &[]));
+        healthy
+            .wait_for_log("the worker to start", |v| v["message"] == "worker started")
+            .await;
+        let retried = api
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/admin/jobs/{job}/retry"),
+                None,
+            )
+            .await;
+        assert_eq!(retried["state"], "queued", "{retried}");
+        let done = api
+            .until("the upload to complete", &upload_path, |u| {
+                u["status"] == "COMPLETED"
+            })
+            .await;
+        assert_eq!(done["error"], Value::Null, "{done}");
+        assert_eq!(done["thumbnails"].as_array().unwrap().len(), 2, "{done}");
+        assert!(done["metadata"]["gps"]["latitude"].is_f64(), "{done}");
+        healthy.stop().await;
+        server.stop().await;
+    })
+    .await
+    .expect("timed out");
+}

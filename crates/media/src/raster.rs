@@ -1,0 +1,134 @@
+//! 8-bit RGB buffers: fitting, resizing (fast_image_resize, SIMD) and EXIF
+//! orientation.
+
+use fast_image_resize as fir;
+
+use crate::MediaError;
+
+/// Interleaved 8-bit sRGB, no padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rgb8 {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+impl Rgb8 {
+    pub fn new(width: u32, height: u32, data: Vec<u8>) -> Result<Self, MediaError> {
+        if data.len() != width as usize * height as usize * 3 {
+            return Err(MediaError::Internal(
+                "pixel buffer of the wrong size".to_owned(),
+            ));
+        }
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
+    }
+}
+
+/// The size that fits `max_side` on the longest side, keeping the aspect
+/// ratio; never larger than the source.
+pub(crate) fn fit(width: u32, height: u32, max_side: u32) -> (u32, u32) {
+    let longest = width.max(height);
+    if longest <= max_side || longest == 0 {
+        return (width, height);
+    }
+    let scale = |side: u32| -> u32 {
+        let v =
+            (u64::from(side) * u64::from(max_side) + u64::from(longest) / 2) / u64::from(longest);
+        u32::try_from(v).unwrap_or(max_side).clamp(1, max_side)
+    };
+    if width >= height {
+        (max_side, scale(height))
+    } else {
+        (scale(width), max_side)
+    }
+}
+
+/// Lanczos3 resizing; keeps its scratch buffers between calls.
+pub(crate) struct Resizer {
+    inner: fir::Resizer,
+    options: fir::ResizeOptions,
+}
+
+impl Resizer {
+    pub fn new() -> Self {
+        Self {
+            inner: fir::Resizer::new(),
+            options: fir::ResizeOptions::new()
+                .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3)),
+        }
+    }
+
+    pub fn resize(&mut self, src: &Rgb8, width: u32, height: u32) -> Result<Rgb8, MediaError> {
+        let err = |e: &dyn std::fmt::Display| MediaError::Internal(format!("resize: {e}"));
+        let src_view =
+            fir::images::ImageRef::new(src.width, src.height, &src.data, fir::PixelType::U8x3)
+                .map_err(|e| err(&e))?;
+        let mut dst = fir::images::Image::new(width, height, fir::PixelType::U8x3);
+        self.inner
+            .resize(&src_view, &mut dst, &self.options)
+            .map_err(|e| err(&e))?;
+        Rgb8::new(width, height, dst.into_vec())
+    }
+}
+
+/// Applies EXIF orientation `o` (1..=8; anything else is 1).
+pub(crate) fn orient(src: &Rgb8, o: u16) -> Rgb8 {
+    if !(2..=8).contains(&o) {
+        return src.clone();
+    }
+    let (w, h) = (src.width as usize, src.height as usize);
+    let (ow, oh) = if o >= 5 { (h, w) } else { (w, h) };
+    let mut out = vec![0u8; w * h * 3];
+    for y in 0..oh {
+        for x in 0..ow {
+            // Where the output pixel (x, y) comes from in the stored image.
+            let (sx, sy) = match o {
+                2 => (w - 1 - x, y),
+                3 => (w - 1 - x, h - 1 - y),
+                4 => (x, h - 1 - y),
+                5 => (y, x),
+                6 => (y, h - 1 - x),
+                7 => (w - 1 - y, h - 1 - x),
+                _ => (w - 1 - y, x), // 8
+            };
+            let s = (sy * w + sx) * 3;
+            let d = (y * ow + x) * 3;
+            out[d..d + 3].copy_from_slice(&src.data[s..s + 3]);
+        }
+    }
+    Rgb8 {
+        width: ow as u32,
+        height: oh as u32,
+        data: out,
+    }
+}
+
+/// Composites 8-bit RGBA on white.
+pub(crate) fn flatten_rgba(width: u32, height: u32, rgba: &[u8]) -> Result<Rgb8, MediaError> {
+    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
+    for px in rgba.chunks_exact(4) {
+        let a = u16::from(px[3]);
+        for &c in &px[..3] {
+            let v = (u16::from(c) * a + 255 * (255 - a) + 127) / 255;
+            out.push(v as u8);
+        }
+    }
+    Rgb8::new(width, height, out)
+}
+
+/// CMYK (as libjpeg-turbo returns it: Adobe's inverted convention, where
+/// 255 means no ink) to RGB, the naive way without a profile.
+pub(crate) fn cmyk_to_rgb(width: u32, height: u32, cmyk: &[u8]) -> Result<Rgb8, MediaError> {
+    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
+    for px in cmyk.chunks_exact(4) {
+        let k = u16::from(px[3]);
+        for &c in &px[..3] {
+            out.push(((u16::from(c) * k + 127) / 255) as u8);
+        }
+    }
+    Rgb8::new(width, height, out)
+}
