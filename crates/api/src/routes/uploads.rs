@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use buildpeer_core::blob::CompletedPart;
 use buildpeer_core::ids::{ProjectId, UploadId};
 use buildpeer_core::pagination::PageRequest;
-use buildpeer_core::service::{InitiateUploadInput, UploadListQuery};
+use buildpeer_core::service::{Download, InitiateUploadInput, UploadListQuery};
 
 use crate::AppState;
 use crate::dto::{
@@ -204,16 +204,7 @@ pub async fn content(
 ) -> Result<Response, ApiError> {
     let id: UploadId = parse_id(&id)?;
     let download = state.service.download_upload(&actor, id).await?;
-    let location = HeaderValue::from_str(&download.url.url)
-        .map_err(|e| ApiError::Core(buildpeer_core::CoreError::Internal(Box::new(e))))?;
-    Ok((
-        StatusCode::TEMPORARY_REDIRECT,
-        [
-            (header::LOCATION, location),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-    )
-        .into_response())
+    redirect(&download)
 }
 
 /// Download a derivative (`thumb`, `preview`, …) of a processed upload: a
@@ -232,6 +223,11 @@ pub async fn thumbnail(
 ) -> Result<Response, ApiError> {
     let id: UploadId = parse_id(&id)?;
     let download = state.service.download_thumbnail(&actor, id, &name).await?;
+    redirect(&download)
+}
+
+/// 307 to a signed URL; never cached, as the URL expires.
+fn redirect(download: &Download) -> Result<Response, ApiError> {
     let location = HeaderValue::from_str(&download.url.url)
         .map_err(|e| ApiError::Core(buildpeer_core::CoreError::Internal(Box::new(e))))?;
     Ok((

@@ -528,30 +528,15 @@ impl Service {
         actor: &Actor,
         id: UploadId,
     ) -> Result<Download, CoreError> {
-        let upload = self
-            .authorized_upload(actor, id, ProjectAction::Read)
-            .await?;
-        if upload.deleted_at.is_some() {
-            return Err(CoreError::conflict(
-                "upload_deleted",
-                "the upload is in the trash",
-            ));
-        }
+        let upload = self.readable_live_upload(actor, id).await?;
         if !upload.status.has_bytes() {
             return Err(incomplete("the upload has no stored bytes"));
         }
-        let key = ObjectKey::parse(&upload.object_key)
-            .map_err(|e| CoreError::Internal(e.message.into()))?;
-        let now = self.clock.now();
         let spec = GetSpec {
             content_type: upload.content_type.clone(),
             content_disposition: attachment(&upload.filename),
         };
-        let url = self
-            .blobs
-            .sign_get(&key, &spec, now, now + self.uploads.download_url_ttl)
-            .map_err(storage)?;
-        Ok(Download { url })
+        self.sign_download(&upload.object_key, &spec)
     }
 
     /// A short-lived signed GET of a derivative (`thumb`, `preview`, …),
@@ -562,6 +547,22 @@ impl Service {
         id: UploadId,
         name: &str,
     ) -> Result<Download, CoreError> {
+        let upload = self.readable_live_upload(actor, id).await?;
+        let thumbnail = upload
+            .processed
+            .iter()
+            .flat_map(|p| &p.thumbnails)
+            .find(|t| t.name == name)
+            .ok_or(CoreError::NotFound)?;
+        let spec = GetSpec {
+            content_type: "image/jpeg".into(),
+            content_disposition: "inline".into(),
+        };
+        self.sign_download(&thumbnail.object_key, &spec)
+    }
+
+    /// An upload the actor may read that is not in the trash.
+    async fn readable_live_upload(&self, actor: &Actor, id: UploadId) -> Result<Upload, CoreError> {
         let upload = self
             .authorized_upload(actor, id, ProjectAction::Read)
             .await?;
@@ -571,22 +572,17 @@ impl Service {
                 "the upload is in the trash",
             ));
         }
-        let thumbnail = upload
-            .processed
-            .iter()
-            .flat_map(|p| &p.thumbnails)
-            .find(|t| t.name == name)
-            .ok_or(CoreError::NotFound)?;
-        let key = ObjectKey::parse(&thumbnail.object_key)
-            .map_err(|e| CoreError::Internal(e.message.into()))?;
+        Ok(upload)
+    }
+
+    /// A signed GET of a stored object, valid for the download TTL.
+    fn sign_download(&self, object_key: &str, spec: &GetSpec) -> Result<Download, CoreError> {
+        let key =
+            ObjectKey::parse(object_key).map_err(|e| CoreError::Internal(e.message.into()))?;
         let now = self.clock.now();
-        let spec = GetSpec {
-            content_type: "image/jpeg".into(),
-            content_disposition: "inline".into(),
-        };
         let url = self
             .blobs
-            .sign_get(&key, &spec, now, now + self.uploads.download_url_ttl)
+            .sign_get(&key, spec, now, now + self.uploads.download_url_ttl)
             .map_err(storage)?;
         Ok(Download { url })
     }
