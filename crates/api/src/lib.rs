@@ -8,6 +8,9 @@ mod extract;
 mod routes;
 mod telemetry;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::get;
@@ -115,14 +118,15 @@ impl Api {
     /// ones after their current response).
     ///
     /// This is `axum::serve` with one setting it does not expose: the cap on
-    /// an HTTP/1 connection's read buffer (see [`READ_BUFFER_MAX`]).
+    /// an HTTP/1 connection's read buffer, chosen per connection (see
+    /// [`read_buffer_max`]).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().max_buf_size(READ_BUFFER_MAX);
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let open = Arc::new(AtomicUsize::new(0));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -137,6 +141,9 @@ impl Api {
                 () = &mut shutdown => break,
             };
             let service = TowerToHyperService::new(self.0.clone());
+            let counted = OpenConnection::new(&open);
+            let mut builder = builder.clone();
+            builder.http1().max_buf_size(read_buffer_max(counted.open));
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
@@ -145,6 +152,7 @@ impl Api {
                 if let Err(e) = conn.await {
                     tracing::trace!(error = %e, "connection ended with an error");
                 }
+                drop(counted);
             });
         }
         drop(listener);
@@ -154,13 +162,50 @@ impl Api {
 }
 
 /// The most an HTTP/1 connection buffers from its socket (hyper's default is
-/// about 400 KiB), and so the largest request body chunk. Chunks stay
-/// allocated until storage has written them, so with many uploads at once
-/// this sets most of the memory they take (100 uploads of hyper's default
-/// peaked over 300 MiB); smaller chunks cost CPU per chunk instead (64 KiB
-/// made a single upload 20-30% slower). It also caps a request's header block,
-/// which stays far above what any client sends.
-const READ_BUFFER_MAX: usize = 128 * 1024;
+/// about 400 KiB), and so the largest request body chunk, for a connection
+/// opened while `open` connections (itself included) are open.
+///
+/// Chunks stay allocated until storage has written them, so with many uploads
+/// at once this sets most of the memory they take (100 uploads with hyper's
+/// default peaked over 300 MiB); but each chunk is a hand-off to the writer
+/// thread, so small chunks cost a lone upload throughput (64 KiB made it
+/// 20-30% slower than 128 KiB; 512 KiB brought signed-PUT ingest from ~0.65x
+/// to ~0.9x of `dd` in bench/ingest). Hence large buffers while few connections are open
+/// and small ones under a crowd: 100 concurrent uploads stay within the
+/// memory goal, a lone one runs at disk speed. A connection keeps the size it
+/// started with. It also caps a request's header block, which stays far above
+/// what any client sends.
+fn read_buffer_max(open: usize) -> usize {
+    const KIB: usize = 1024;
+    match open {
+        0..=2 => 512 * KIB,
+        3..=8 => 256 * KIB,
+        _ => 128 * KIB,
+    }
+}
+
+/// Counts a connection as open until dropped.
+struct OpenConnection {
+    counter: Arc<AtomicUsize>,
+    /// Open connections when this one was counted, itself included.
+    open: usize,
+}
+
+impl OpenConnection {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        let open = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        Self {
+            counter: Arc::clone(counter),
+            open,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// As `axum::serve` (and hyper 0.14 before it) handles a failed accept: a
 /// connection that went away before it was accepted is nothing; anything else
