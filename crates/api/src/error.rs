@@ -56,6 +56,13 @@ pub enum ApiError {
     /// From the local blob endpoint.
     #[error(transparent)]
     Blob(#[from] BlobError),
+    /// A protocol answer with its own status (tus: 410, 423, 460, …).
+    #[error("{detail}")]
+    Status {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
 }
 
 impl ApiError {
@@ -71,6 +78,7 @@ impl ApiError {
                 CoreError::UnsupportedType(_) => {
                     (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type")
                 }
+                CoreError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
                 CoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                 CoreError::StorageUnavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
@@ -85,6 +93,7 @@ impl ApiError {
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Panic => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Status { status, code, .. } => (*status, code),
             ApiError::Blob(e) => match e {
                 BlobError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
                 BlobError::Denied(code) => (StatusCode::FORBIDDEN, code),
@@ -92,6 +101,7 @@ impl ApiError {
                 BlobError::Unavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
                 }
+                BlobError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
                 BlobError::Other(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
         }

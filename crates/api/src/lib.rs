@@ -5,6 +5,7 @@
 mod dto;
 mod error;
 mod extract;
+mod ratelimit;
 mod routes;
 mod telemetry;
 
@@ -130,9 +131,9 @@ impl Api {
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         accept_error(e).await;
                         continue;
@@ -140,7 +141,10 @@ impl Api {
                 },
                 () = &mut shutdown => break,
             };
-            let service = TowerToHyperService::new(self.0.clone());
+            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                self.0.clone(),
+                ratelimit::with_peer(peer),
+            ));
             let counted = OpenConnection::new(&open);
             let mut builder = builder.clone();
             builder.http1().max_buf_size(read_buffer_max(counted.open));
@@ -231,17 +235,28 @@ fn router(service: Service, metrics: PrometheusHandle) -> Router {
         metrics,
         openapi: Bytes::from(openapi),
     };
+    let limits = axum::middleware::from_fn_with_state(state.clone(), ratelimit::enforce);
     api.route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
         .route("/openapi.json", get(routes::ops::openapi))
         .route("/docs", get(routes::ops::docs))
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/tus",
+                    axum::routing::post(routes::tus::create).options(routes::tus::options),
+                )
+                .route("/v1/tus/{id}", axum::routing::any(routes::tus::upload))
+                .layer(axum::middleware::from_fn(routes::tus::resumable)),
+        )
         .route(
             "/v1/blobs/{*key}",
             get(routes::blobs::handle).put(routes::blobs::handle),
         )
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .route_layer(limits)
         .route_layer(axum::middleware::from_fn(telemetry::mark_route))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {

@@ -108,6 +108,7 @@ impl App {
             tokens: keys,
             uploads: config.uploads.clone(),
         });
+        let service = crate::cache::attach(service, &config.cache).await?;
         if config.bootstrap {
             bootstrap(&service).await?;
         }
@@ -120,6 +121,11 @@ impl App {
             sweep_interval: config.sweep_interval,
             worker: config.run_worker.then(|| config.processing.worker.clone()),
         })
+    }
+
+    /// The use-cases this app serves (tests share its cache through it).
+    pub fn service(&self) -> &Service {
+        &self.service
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {

@@ -60,6 +60,8 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
     let mut processing = args.worker.settings().map_err(anyhow::Error::msg)?;
     processing.worker.grace = std::time::Duration::from_secs(args.shutdown_timeout);
     let service = operator_service(&args.common, &processing).await?;
+    // Its invalidations (status changes) must reach the API's cache.
+    let service = crate::cache::attach(service, &args.cache.settings()).await?;
     app::run_worker(service, processing.worker, app::shutdown_signal()).await
 }
 

@@ -27,7 +27,9 @@ use secrecy::{ExposeSecret, SecretString};
         BUILDPEER_MULTIPART_THRESHOLD, BUILDPEER_UPLOAD_URL_TTL, BUILDPEER_TRASH_RETENTION_DAYS, \
         BUILDPEER_SWEEP_INTERVAL, BUILDPEER_NO_WORKER, BUILDPEER_WORKER_CONCURRENCY, \
         BUILDPEER_THUMBNAIL_SIZES, BUILDPEER_JOB_TIMEOUT, BUILDPEER_JOB_RETRY_BASE_MS, BUILDPEER_MAX_PIXELS, \
-        BUILDPEER_MAX_PROCESSING_SIZE (see `buildpeer <COMMAND> --help`)."
+        BUILDPEER_MAX_PROCESSING_SIZE, BUILDPEER_REDIS_URL, BUILDPEER_REDIS_PREFIX, BUILDPEER_RATE_USER_PER_MINUTE, \
+        BUILDPEER_RATE_USER_BURST, BUILDPEER_RATE_TENANT_PER_MINUTE, BUILDPEER_RATE_TENANT_BURST, \
+        BUILDPEER_RATE_LOGIN_ACCOUNT_PER_MINUTE, BUILDPEER_RATE_LOGIN_IP_PER_MINUTE (see `buildpeer <COMMAND> --help`)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -144,6 +146,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub uploads: UploadArgs,
+
+    #[command(flatten)]
+    pub cache: crate::cache::CacheArgs,
 }
 
 /// Upload limits and timings.
@@ -249,6 +254,9 @@ pub struct WorkerCommandArgs {
     /// Seconds running jobs may take to finish after SIGTERM or SIGINT.
     #[arg(long, env = "BUILDPEER_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+
+    #[command(flatten)]
+    pub cache: crate::cache::CacheArgs,
 }
 
 impl UploadArgs {
@@ -352,6 +360,8 @@ pub struct Config {
     pub processing: ProcessingConfig,
     /// Run a worker in this process.
     pub run_worker: bool,
+    /// Cache (Redis or in-process) and rate limits.
+    pub cache: crate::cache::CacheConfig,
 }
 
 impl Config {
@@ -371,6 +381,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
             processing,
             run_worker: !args.no_worker,
+            cache: args.cache.settings(),
         })
     }
 
@@ -395,6 +406,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(30),
             processing: ProcessingConfig::default(),
             run_worker: true,
+            cache: crate::cache::CacheConfig::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the `App` that wires adapters to the core and the core to its drivers.
 
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod media;

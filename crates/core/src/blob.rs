@@ -34,6 +34,14 @@ impl ObjectKey {
         ))
     }
 
+    /// `…/uploads/{upload}/tus-staging`: where a tus upload's partial bytes
+    /// are staged until the last one arrives.
+    pub fn tus_staging(tenant: TenantId, project: ProjectId, upload: UploadId) -> Self {
+        Self(format!(
+            "tenants/{tenant}/projects/{project}/uploads/{upload}/tus-staging"
+        ))
+    }
+
     /// `…/uploads/{upload}/{name}.jpg`: a derivative next to its original.
     /// `name` is a configured derivative name (`[a-z0-9_-]`, checked at
     /// start-up).
@@ -136,6 +144,16 @@ pub struct GetSpec {
     pub content_disposition: String,
 }
 
+/// What one `staging_append` did.
+#[derive(Debug)]
+pub struct StagedWrite {
+    /// Bytes appended and durable.
+    pub written: u64,
+    /// The body failed (a dropped connection, a refused chunk) after
+    /// `written` bytes.
+    pub interrupted: Option<BlobError>,
+}
+
 /// Errors of a blob-store adapter.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -151,6 +169,9 @@ pub enum BlobError {
     /// Storage cannot be reached or timed out: worth retrying later.
     #[error("blob store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The adapter does not implement this (yet).
+    #[error("not supported by this blob store: {0}")]
+    Unsupported(&'static str),
     #[error("blob store error")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -232,6 +253,46 @@ pub trait BlobStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<SignedUrl, BlobError>;
+
+    // Resumable staging (tus). A staging object is written in pieces at
+    // increasing offsets and finally turned into an ordinary object. The
+    // caller (the core) keeps the acknowledged offset in the database; bytes
+    // a staging object holds past it are garbage the next append overwrites.
+
+    /// Whether this store implements the staging calls below.
+    fn supports_staging(&self) -> bool {
+        false
+    }
+    /// Drops whatever `staging` holds past `offset`, then appends `body`
+    /// until it ends or fails, and makes what was written durable (fsync)
+    /// before returning. A body that fails halfway is not an error of this
+    /// call: the bytes written before it are kept and counted, and the
+    /// failure is returned in `StagedWrite::interrupted`.
+    async fn staging_append(
+        &self,
+        staging: &ObjectKey,
+        offset: u64,
+        body: ByteStream,
+    ) -> Result<StagedWrite, BlobError> {
+        let _ = (staging, offset, body);
+        Err(BlobError::Unsupported("resumable staging"))
+    }
+    /// Turns the first `length` bytes of `staging` into the object `dest`
+    /// (atomically, as `put`), removing the staging object.
+    async fn staging_finish(
+        &self,
+        staging: &ObjectKey,
+        length: u64,
+        dest: &ObjectKey,
+    ) -> Result<ObjectMeta, BlobError> {
+        let _ = (staging, length, dest);
+        Err(BlobError::Unsupported("resumable staging"))
+    }
+    /// Idempotent.
+    async fn staging_delete(&self, staging: &ObjectKey) -> Result<(), BlobError> {
+        let _ = staging;
+        Ok(())
+    }
 
     /// The local adapter serves its own signed URLs; S3 serves them itself.
     fn signed_endpoint(&self) -> Option<&dyn SignedEndpoint> {

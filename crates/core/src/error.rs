@@ -97,6 +97,10 @@ pub enum CoreError {
     /// The declared media type is not on the allowlist.
     #[error("{0}")]
     UnsupportedType(String),
+    /// The deployment does not offer this (e.g. tus on a blob store without
+    /// resumable staging).
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("the metadata store is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("object storage is unavailable")]

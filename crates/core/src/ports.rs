@@ -115,7 +115,7 @@ pub struct PoolStats {
 /// job queue lives in it too, so a job is enqueued in the transaction of the
 /// change that causes it).
 #[async_trait]
-pub trait MetadataStore: AccountStore + UploadStore + JobQueue + 'static {
+pub trait MetadataStore: AccountStore + UploadStore + TusStore + JobQueue + 'static {
     /// `"sqlite"` or `"postgres"`, for logs and metrics.
     fn backend(&self) -> &'static str;
     fn pool_stats(&self) -> PoolStats;
@@ -428,4 +428,85 @@ pub trait UploadStore: Send + Sync {
         id: UploadId,
         deleted_before: DateTime<Utc>,
     ) -> StoreResult<bool>;
+}
+
+/// What a tus upload adds to its upload row, as created.
+#[derive(Debug, Clone)]
+pub struct NewTus {
+    /// `None` until declared (creation-defer-length).
+    pub length: Option<u64>,
+    /// The raw `Upload-Metadata` header, answered back on HEAD.
+    pub metadata: String,
+    /// Where the partial bytes are staged (`BlobStore::staging_append`).
+    pub staging_key: ObjectKey,
+}
+
+/// The tus state of an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TusState {
+    pub length: Option<u64>,
+    /// Bytes acknowledged: durable in staging.
+    pub offset: u64,
+    pub metadata: String,
+    pub staging_key: String,
+}
+
+/// tus 1.0 resumable uploads: the offset and the PATCH lease live in the
+/// database, so any replica can answer any request (see `service::tus`).
+#[async_trait]
+pub trait TusStore: Send + Sync {
+    /// Writes the upload row (`PENDING`) and its tus row in one transaction.
+    async fn tus_create(
+        &self,
+        tenant: TenantId,
+        upload: &NewUpload,
+        tus: &NewTus,
+    ) -> StoreResult<Upload>;
+    async fn tus_get(&self, tenant: TenantId, id: UploadId) -> StoreResult<Option<TusState>>;
+    /// Takes the PATCH lease with `token` until `until` if nobody else holds
+    /// a live one (or renews it if `token` holds it); `false` if another
+    /// token's lease is live.
+    async fn tus_lock(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        token: uuid::Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Gives the lease back if `token` still holds it.
+    async fn tus_unlock(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        token: uuid::Uuid,
+    ) -> StoreResult<()>;
+    /// `from → to`, only while `token` holds the lease and the offset is
+    /// still `from` (fencing): `false` changes nothing.
+    async fn tus_advance(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        token: uuid::Uuid,
+        from: u64,
+        to: u64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Sets a deferred length (and the upload row's size) once; `false` if
+    /// it was already set.
+    async fn tus_declare_length(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        length: u64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Termination: `PENDING → EXPIRED` now. `None` if the upload is gone;
+    /// an upload in another state comes back unchanged.
+    async fn tus_terminate(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Upload>>;
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Invalid;
 use crate::ids::{ProjectId, TenantId, UploadId, UserId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum UploadStatus {
     Pending,
     Uploaded,
@@ -120,6 +120,11 @@ impl ContentType {
         "application/pdf",
     ];
 
+    /// What a tus upload records when its metadata names no `filetype`:
+    /// not on the allowlist, which processing applies to the sniffed
+    /// content instead.
+    pub const UNDECLARED: ContentType = ContentType("application/octet-stream");
+
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         let essence = s
             .split(';')
@@ -206,7 +211,7 @@ impl Sha256Hex {
 }
 
 /// How the bytes of an upload reach storage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Transfer {
     /// One signed PUT.
     Single,
@@ -220,7 +225,7 @@ pub enum Transfer {
 }
 
 /// A machine reason and a human message for a failed upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadFailure {
     pub code: String,
     pub message: String,
@@ -270,7 +275,7 @@ pub struct Thumbnail {
 }
 
 /// The outcome of processing, set when an upload becomes `COMPLETED`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Processed {
     /// The type sniffed from the content (never the declared one).
     pub detected_type: String,
@@ -291,7 +296,7 @@ impl Processed {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Upload {
     pub id: UploadId,
     pub tenant_id: TenantId,

@@ -2,6 +2,8 @@
 //! core's `MetadataStore` port, with their embedded migrations. This is the
 //! only crate that knows SQL; everything above it sees the port.
 
+#[macro_use]
+mod tus;
 mod postgres;
 mod queue;
 mod sql;

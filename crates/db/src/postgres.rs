@@ -902,3 +902,5 @@ impl UploadStore for PgStore {
         Ok(done.rows_affected() == 1)
     }
 }
+
+crate::tus::tus_store!(PgStore);

@@ -9,7 +9,9 @@ use buildpeer_core::error::Conflict;
 use buildpeer_core::ids::{MembershipId, ProjectId, TenantId, UploadId, UserId};
 use buildpeer_core::model::{Member, Project, Role, Tenant, User};
 use buildpeer_core::pagination::PageRequest;
-use buildpeer_core::ports::{CreateUpload, IdempotencyKey, NewUpload, StoreResult, TenantLimits};
+use buildpeer_core::ports::{
+    CreateUpload, IdempotencyKey, NewUpload, StoreResult, TenantLimits, TusState,
+};
 use buildpeer_core::upload::{Processed, Transfer, Upload, UploadFailure, UploadStatus};
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
@@ -290,6 +292,55 @@ pub(crate) const UPLOADS_PURGE_DUE: &str = concat!(
 /// Its idempotency keys and jobs go with it (`ON DELETE CASCADE`).
 pub(crate) const UPLOAD_PURGE: &str =
     "DELETE FROM uploads WHERE tenant_id = $1 AND id = $2 AND deleted_at < $3";
+
+pub(crate) const TUS_INSERT: &str = "INSERT INTO tus_uploads \
+     (tenant_id, upload_id, length, upload_offset, metadata, staging_key, created_at, updated_at) \
+     VALUES ($1, $2, $3, 0, $4, $5, $6, $6)";
+pub(crate) const TUS_GET: &str = "SELECT length, upload_offset, metadata, staging_key \
+     FROM tus_uploads WHERE tenant_id = $1 AND upload_id = $2";
+/// Takes a free or lapsed lease, or renews one `$3` holds.
+pub(crate) const TUS_LOCK: &str = "UPDATE tus_uploads SET lock_token = $3, lock_until = $4 \
+     WHERE tenant_id = $1 AND upload_id = $2 \
+     AND (lock_token IS NULL OR lock_token = $3 OR lock_until <= $5)";
+pub(crate) const TUS_UNLOCK: &str = "UPDATE tus_uploads SET lock_token = NULL, lock_until = NULL \
+     WHERE tenant_id = $1 AND upload_id = $2 AND lock_token = $3";
+/// Fenced: only the lease holder, only from the offset it read, only while
+/// the upload is pending (a termination in between wins).
+pub(crate) const TUS_ADVANCE: &str = "UPDATE tus_uploads SET upload_offset = $5, updated_at = $6 \
+     WHERE tenant_id = $1 AND upload_id = $2 AND lock_token = $3 AND upload_offset = $4 \
+     AND (length IS NULL OR $5 <= length) \
+     AND EXISTS (SELECT 1 FROM uploads u WHERE u.tenant_id = $1 AND u.id = $2 AND u.status = 'PENDING')";
+pub(crate) const TUS_DECLARE_LENGTH: &str = "UPDATE tus_uploads SET length = $3, updated_at = $4 \
+     WHERE tenant_id = $1 AND upload_id = $2 AND length IS NULL AND upload_offset <= $3";
+pub(crate) const UPLOAD_SET_SIZE: &str = "UPDATE uploads SET size = $3, updated_at = $4 \
+     WHERE tenant_id = $1 AND id = $2 AND status = 'PENDING'";
+pub(crate) const TUS_TERMINATE: &str = concat!(
+    "UPDATE uploads SET status = 'EXPIRED', expires_at = $3, updated_at = $3 ",
+    "WHERE tenant_id = $1 AND id = $2 AND status = 'PENDING' RETURNING ",
+    upload_columns!()
+);
+
+/// A `tus_uploads` row.
+#[derive(FromRow)]
+pub(crate) struct TusRow {
+    length: Option<i64>,
+    upload_offset: i64,
+    metadata: String,
+    staging_key: String,
+}
+
+impl TryFrom<TusRow> for TusState {
+    type Error = StoreError;
+
+    fn try_from(r: TusRow) -> Result<Self, StoreError> {
+        Ok(TusState {
+            length: r.length.map(int).transpose()?,
+            offset: int(r.upload_offset)?,
+            metadata: r.metadata,
+            staging_key: r.staging_key,
+        })
+    }
+}
 
 pub(crate) const JOB_INSERT_SQLITE: &str = job_insert!("$5");
 pub(crate) const JOB_INSERT_PG: &str = job_insert!("$5::jsonb");

@@ -908,3 +908,5 @@ impl UploadStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 }
+
+crate::tus::tus_store!(SqliteStore);

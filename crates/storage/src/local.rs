@@ -18,6 +18,9 @@
 //! `tokio::fs` would go to the blocking pool once per chunk, copying it on the
 //! way, and ingest would pay for the thread hand-offs and copies rather than
 //! for the disk.
+//! - `staging/{key with '/' as '+'}`: resumable (tus) staging objects: a
+//!   blob file (header and content) appended to in place and fsynced after
+//!   each append, renamed into `objects/` when complete.
 //! - `multipart/{upload id}/`: a multipart upload: `key` (the key it was
 //!   created for) and one file per part, named by its number.
 //!
@@ -36,14 +39,14 @@
 
 mod link;
 
-use std::io::{self, Read as _, SeekFrom, Write as _};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use buildpeer_core::blob::{
     BlobError, BlobStore, ByteStream, CompletedPart, GetSpec, ObjectKey, ObjectMeta, PutSpec,
-    SignedEndpoint, SignedGet, SignedMethod, SignedRequest, SignedUrl,
+    SignedEndpoint, SignedGet, SignedMethod, SignedRequest, SignedUrl, StagedWrite,
 };
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
@@ -80,6 +83,7 @@ pub(crate) struct LocalStore {
     objects: PathBuf,
     tmp: PathBuf,
     uploads: PathBuf,
+    staging: PathBuf,
     links: Links,
 }
 
@@ -100,9 +104,10 @@ impl LocalStore {
             objects: root.join("objects"),
             tmp: root.join("tmp"),
             uploads: root.join("multipart"),
+            staging: root.join("staging"),
             links: Links::new(&opts.signing_key, &opts.public_url)?,
         };
-        for dir in [&store.objects, &store.tmp, &store.uploads] {
+        for dir in [&store.objects, &store.tmp, &store.uploads, &store.staging] {
             fs::create_dir_all(dir)
                 .await
                 .map_err(|source| StorageError::Io {
@@ -141,6 +146,11 @@ impl LocalStore {
                 "removed stale temporary files of interrupted writes"
             );
         }
+    }
+
+    /// Keys have no `+`, so the flattened name is unique.
+    fn staging_path(&self, key: &ObjectKey) -> PathBuf {
+        self.staging.join(key.as_str().replace('/', "+"))
     }
 
     fn object_path(&self, key: &ObjectKey) -> PathBuf {
@@ -460,6 +470,96 @@ impl BlobStore for LocalStore {
         self.signed_url(SignedMethod::Get, key, op, Vec::new(), now, expires_at)
     }
 
+    fn supports_staging(&self) -> bool {
+        true
+    }
+
+    async fn staging_append(
+        &self,
+        staging: &ObjectKey,
+        offset: u64,
+        mut body: ByteStream,
+    ) -> Result<StagedWrite, BlobError> {
+        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let path = self.staging_path(staging);
+        let dir = self.staging.clone();
+        let writer = tokio::task::spawn_blocking(move || append_blocking(&path, &dir, offset, rx));
+        let mut interrupted = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        // The writer failed and stopped reading; it says why.
+                        break;
+                    }
+                }
+                Err(e) => {
+                    interrupted = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| BlobError::Other(e.into()))?
+            .map_err(io_error)?;
+        Ok(StagedWrite {
+            written,
+            interrupted,
+        })
+    }
+
+    async fn staging_finish(
+        &self,
+        staging: &ObjectKey,
+        length: u64,
+        dest: &ObjectKey,
+    ) -> Result<ObjectMeta, BlobError> {
+        let path = self.staging_path(staging);
+        let etag = tokio::task::spawn_blocking(move || -> Result<String, BlobError> {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_error)?;
+            let file_len = file.metadata().map_err(io_error)?.len();
+            let mut head = [0u8; HEADER_LEN];
+            file.read_exact(&mut head)
+                .map_err(|_| other("not a blob file (too short)"))?;
+            let meta = blob_meta(&head, file_len)?;
+            if meta.size < length {
+                return Err(other("a staging object is shorter than its length"));
+            }
+            file.set_len(HEADER_LEN as u64 + length).map_err(io_error)?;
+            file.sync_all().map_err(io_error)?;
+            Ok(meta
+                .etag
+                .map(|e| unquote(&e).to_owned())
+                .unwrap_or_default())
+        })
+        .await
+        .map_err(|e| BlobError::Other(e.into()))??;
+        let blob = Blob {
+            temp: TempFile {
+                path: self.staging_path(staging),
+                // A failed rename must not delete the acknowledged bytes.
+                installed: true,
+            },
+            size: length,
+            etag,
+        };
+        self.install_object(blob, dest).await
+    }
+
+    async fn staging_delete(&self, staging: &ObjectKey) -> Result<(), BlobError> {
+        match fs::remove_file(self.staging_path(staging)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
     fn signed_endpoint(&self) -> Option<&dyn SignedEndpoint> {
         Some(self)
     }
@@ -588,6 +688,63 @@ fn write_blocking(tmp: &Path, mut rx: mpsc::Receiver<Feed>) -> io::Result<Blob> 
             None => return Err(io::Error::other("the write was abandoned")),
         }
     }
+}
+
+/// `staging_append`'s blocking side: drops what the staging file holds past
+/// `offset`, appends every chunk it is handed until the queue closes (the
+/// body ended or failed), then fsyncs; returns the bytes appended.
+fn append_blocking(
+    path: &Path,
+    dir: &Path,
+    offset: u64,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> io::Result<u64> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let created = len < HEADER_LEN as u64;
+    if created {
+        if offset != 0 {
+            return Err(io::Error::other(
+                "a staging file is missing bytes of an acknowledged offset",
+            ));
+        }
+        file.set_len(0)?;
+        file.write_all(&header(&hex::encode(rand::random::<[u8; ETAG_ID_LEN]>())))?;
+    } else if len < HEADER_LEN as u64 + offset {
+        return Err(io::Error::other(
+            "a staging file is shorter than its acknowledged offset",
+        ));
+    }
+    file.set_len(HEADER_LEN as u64 + offset)?;
+    file.seek(SeekFrom::End(0))?;
+    let mut written = 0u64;
+    let mut flushed = HEADER_LEN as u64 + offset;
+    let mut failed = None;
+    while let Some(chunk) = rx.blocking_recv() {
+        if let Err(e) = file.write_all(&chunk) {
+            failed = Some(e);
+            break;
+        }
+        written += chunk.len() as u64;
+        let end = HEADER_LEN as u64 + offset + written;
+        if end - flushed >= WRITEBACK_STEP {
+            start_writeback(&file, flushed, end - flushed);
+            flushed = end;
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    file.sync_data()?;
+    if created {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(written)
 }
 
 /// `multipart_complete` on the blocking pool: checks each part as it is

@@ -25,11 +25,19 @@ fn tokens(pair: TokenPair) -> axum::Json<TokenResponse> {
         (status = 200, body = TokenResponse),
         (status = 401, description = "Wrong tenant, e-mail or password, or a disabled user (one answer for all)", body = Problem),
         (status = 422, body = Problem),
+        (status = 429, description = "Too many attempts for this account or from this address", body = Problem),
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    extensions: axum::http::Extensions,
     Json(body): Json<LoginRequest>,
-) -> Result<axum::Json<TokenResponse>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let peer = crate::ratelimit::peer(&extensions);
+    let limits = match crate::ratelimit::login(&state, peer, &body.tenant, &body.email).await {
+        Ok(status) => status,
+        Err(refused) => return Ok(refused),
+    };
     let pair = state
         .service
         .login(LoginInput {
@@ -38,7 +46,11 @@ pub async fn login(
             password: body.password,
         })
         .await?;
-    Ok(tokens(pair))
+    let mut response = tokens(pair).into_response();
+    if let Some(status) = limits {
+        crate::ratelimit::set_headers(response.headers_mut(), &status);
+    }
+    Ok(response)
 }
 
 /// Trade a refresh token for a new pair. Each refresh token works once;

@@ -5,5 +5,6 @@ pub mod auth;
 pub mod blobs;
 pub mod ops;
 pub mod projects;
+pub mod tus;
 pub mod uploads;
 pub mod users;

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod redis;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -282,11 +283,14 @@ impl TestApp {
         tweak(&mut config);
         let app = App::build(config.clone()).await.expect("App::build");
         let addr = app.local_addr().expect("local_addr");
+        // The operator handle shares the app's cache, so its writes (sweeps)
+        // invalidate what the app cached.
+        let caching = Arc::clone(app.service().caching());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
-        let service = second_service(&config, addr).await;
+        let service = second_service(&config, addr).await.with_cache(caching);
         // Redirects are answers to look at (the download's 307), not to follow.
         let client = reqwest::Client::builder()
             .no_proxy()

@@ -128,8 +128,7 @@ impl Service {
     pub async fn authenticate(&self, bearer: &str) -> Result<Actor, CoreError> {
         let claims = self.tokens.verify(bearer)?;
         let user = self
-            .store
-            .user_get(claims.tid, claims.sub)
+            .cached_user(claims.tid, claims.sub)
             .await?
             .filter(|u| !u.disabled)
             .ok_or(CoreError::Unauthorized)?;

@@ -3,10 +3,13 @@
 //! CLI, worker) call these and nothing below them.
 
 mod auth;
+mod cached;
 mod jobs;
+mod limits;
 mod processing;
 mod projects;
 mod tenants;
+pub mod tus;
 mod uploads;
 mod users;
 
@@ -14,6 +17,7 @@ use std::sync::Arc;
 
 use crate::auth::TokenKeys;
 use crate::blob::BlobStore;
+use crate::cache::{CacheSettings, Caching, NoCache};
 use crate::clock::Clock;
 use crate::error::CoreError;
 use crate::ids::{TenantId, UserId};
@@ -24,6 +28,7 @@ use crate::ports::MetadataStore;
 
 pub use auth::{LoginInput, TokenPair};
 pub use jobs::JobDetail;
+pub use limits::{RateLimits, RateStatus};
 pub use processing::JobResult;
 pub use projects::{CreateProjectInput, ProjectListQuery, UpdateProjectInput};
 pub use tenants::{Bootstrap, CreateTenantInput};
@@ -65,6 +70,10 @@ pub struct Service {
     /// A hash of a random password, verified against when a login names an
     /// unknown tenant or e-mail so that the answer takes as long as a real miss.
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
+    /// Cached reads (see `cached.rs`); no cache until `with_cache`.
+    caching: Arc<Caching>,
+    /// Request and login rate limits; off until `with_rate_limits`.
+    limits: Arc<limits::Limiting>,
 }
 
 impl Service {
@@ -77,6 +86,8 @@ impl Service {
             uploads: Arc::new(deps.uploads),
             tokens: Arc::new(deps.tokens),
             dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
+            caching: Arc::new(Caching::new(Arc::new(NoCache), CacheSettings::default())),
+            limits: Arc::new(limits::Limiting::off()),
         }
     }
 

@@ -167,22 +167,24 @@ impl Service {
     /// job's own failure is recorded either way).
     async fn fail_upload(&self, job: &Job, id: UploadId, failure: &UploadFailure) {
         metrics::counter!("uploads_failed_total", "reason" => failure.code.clone()).increment(1);
-        if let Err(e) = self
+        let failed = self
             .store
             .upload_fail_processing(job.tenant_id, id, failure, self.clock.now())
-            .await
-        {
+            .await;
+        self.invalidate_upload(job.tenant_id, id).await;
+        if let Err(e) = failed {
             tracing::error!(upload_id = %id, error = %error_chain(&e), "could not mark the upload failed");
         }
     }
 
     async fn process_upload(&self, job: &Job, id: UploadId) -> Result<(), RunError> {
         let tenant = job.tenant_id;
-        let Some(upload) = self
+        let started = self
             .store
             .upload_start_processing(tenant, id, self.clock.now())
-            .await?
-        else {
+            .await;
+        self.invalidate_upload(tenant, id).await;
+        let Some(upload) = started? else {
             // Completed by an earlier run, expired, or purged: nothing to do.
             return Ok(());
         };
@@ -235,9 +237,12 @@ impl Service {
             );
             metrics::counter!("uploads_type_mismatch_total").increment(1);
         }
-        self.store
+        let finished = self
+            .store
             .upload_finish_processing(tenant, id, &processed, self.clock.now())
-            .await?;
+            .await;
+        self.invalidate_upload(tenant, id).await;
+        finished?;
         Ok(())
     }
 

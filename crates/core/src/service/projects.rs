@@ -55,14 +55,12 @@ impl Service {
         action: ProjectAction,
     ) -> Result<Project, CoreError> {
         let project = self
-            .store
-            .project_get(actor.tenant_id, id)
+            .cached_project(actor.tenant_id, id)
             .await?
             .ok_or(CoreError::NotFound)?;
         let is_member = actor.role == Role::Admin
             || self
-                .store
-                .member_is(actor.tenant_id, id, actor.user_id)
+                .cached_member_is(actor.tenant_id, id, actor.user_id)
                 .await?;
         match policy::project_allows(actor.role, is_member, action) {
             Ok(()) => Ok(project),
@@ -92,10 +90,13 @@ impl Service {
             created_by: actor.user_id,
             created_at: self.clock.now(),
         };
-        self.store
+        let created = self
+            .store
             .project_create(actor.tenant_id, &project, actor.role != Role::Admin)
             .await
-            .map_err(code_conflict)
+            .map_err(code_conflict)?;
+        self.invalidate_project(actor.tenant_id, None).await;
+        Ok(created)
     }
 
     /// Admins see every project of the tenant; everyone else the projects
@@ -111,8 +112,7 @@ impl Service {
             include_archived: query.include_archived,
         };
         let rows = self
-            .store
-            .project_list(actor.tenant_id, filter, query.page)
+            .cached_project_list(actor.tenant_id, filter, query.page)
             .await?;
         Ok(Page::from_rows(rows, query.page, |p| p.id.as_uuid()))
     }
@@ -150,11 +150,12 @@ impl Service {
             code,
             address,
         };
-        self.store
+        let updated = self
+            .store
             .project_update(actor.tenant_id, id, &patch, self.clock.now())
-            .await
-            .map_err(code_conflict)?
-            .ok_or(CoreError::NotFound)
+            .await;
+        self.invalidate_project(actor.tenant_id, Some(id)).await;
+        updated.map_err(code_conflict)?.ok_or(CoreError::NotFound)
     }
 
     /// Archiving keeps the project and its history; it is idempotent.
@@ -165,10 +166,12 @@ impl Service {
     ) -> Result<Project, CoreError> {
         self.authorized_project(actor, id, ProjectAction::Manage)
             .await?;
-        self.store
+        let archived = self
+            .store
             .project_archive(actor.tenant_id, id, self.clock.now())
-            .await?
-            .ok_or(CoreError::NotFound)
+            .await;
+        self.invalidate_project(actor.tenant_id, Some(id)).await;
+        archived?.ok_or(CoreError::NotFound)
     }
 
     pub async fn list_members(
@@ -199,10 +202,12 @@ impl Service {
         if self.store.user_get(actor.tenant_id, user).await?.is_none() {
             return Err(CoreError::NotFound);
         }
-        Ok(self
+        let added = self
             .store
             .member_add(actor.tenant_id, id, user, self.clock.now())
-            .await?)
+            .await;
+        self.invalidate_membership(actor.tenant_id, id, user).await;
+        Ok(added?)
     }
 
     /// Removes a member; idempotent once the project and user exist.
@@ -221,7 +226,9 @@ impl Service {
         if self.store.user_get(actor.tenant_id, user).await?.is_none() {
             return Err(CoreError::NotFound);
         }
-        self.store.member_remove(actor.tenant_id, id, user).await?;
+        let removed = self.store.member_remove(actor.tenant_id, id, user).await;
+        self.invalidate_membership(actor.tenant_id, id, user).await;
+        removed?;
         Ok(())
     }
 }

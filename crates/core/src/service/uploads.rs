@@ -11,10 +11,11 @@ use super::{Actor, Service};
 use crate::blob::{BlobError, CompletedPart, GetSpec, ObjectKey, PutSpec, SignedUrl};
 use crate::error::{CoreError, Invalid};
 use crate::ids::{JobId, ProjectId, UploadId, UserId};
+use crate::model::Project;
 use crate::model::Role;
 use crate::pagination::{Page, PageRequest};
 use crate::policy::{self, ProjectAction};
-use crate::ports::{CreateUpload, IdempotencyKey, NewJob, NewUpload, UploadFilter};
+use crate::ports::{CreateUpload, IdempotencyKey, NewJob, NewUpload, TenantLimits, UploadFilter};
 use crate::upload::{ContentType, Filename, Sha256Hex, Transfer, Upload, UploadStatus, plan_parts};
 use crate::validate;
 
@@ -118,7 +119,7 @@ fn incomplete(message: impl Into<String>) -> CoreError {
     CoreError::conflict("upload_incomplete", message)
 }
 
-fn storage(e: BlobError) -> CoreError {
+pub(super) fn storage(e: BlobError) -> CoreError {
     match e {
         e @ BlobError::Unavailable(_) => CoreError::StorageUnavailable(e),
         e => CoreError::Internal(Box::new(e)),
@@ -152,15 +153,14 @@ fn attachment(filename: &str) -> String {
 impl Service {
     /// The actor may act on this upload's project with `action`; trashed
     /// uploads stay visible (so they can be restored).
-    async fn authorized_upload(
+    pub(super) async fn authorized_upload(
         &self,
         actor: &Actor,
         id: UploadId,
         action: ProjectAction,
     ) -> Result<Upload, CoreError> {
         let upload = self
-            .store
-            .upload_get(actor.tenant_id, id)
+            .cached_upload(actor.tenant_id, id)
             .await?
             .ok_or(CoreError::NotFound)?;
         self.authorized_project(actor, upload.project_id, action)
@@ -170,7 +170,11 @@ impl Service {
 
     /// Changing an upload (complete, trash, restore) is for its uploader or
     /// for whoever manages the project.
-    async fn owned_upload(&self, actor: &Actor, id: UploadId) -> Result<Upload, CoreError> {
+    pub(super) async fn owned_upload(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+    ) -> Result<Upload, CoreError> {
         let upload = self
             .authorized_upload(actor, id, ProjectAction::Read)
             .await?;
@@ -180,13 +184,66 @@ impl Service {
         } else {
             let is_member = actor.role == Role::Admin
                 || self
-                    .store
-                    .member_is(actor.tenant_id, upload.project_id, actor.user_id)
+                    .cached_member_is(actor.tenant_id, upload.project_id, actor.user_id)
                     .await?;
             policy::project_allows(actor.role, is_member, ProjectAction::Manage)
                 .map_err(|_| CoreError::Forbidden)?;
         }
         Ok(upload)
+    }
+
+    /// The first half of the limits every new upload meets, whatever the
+    /// protocol (signed URLs or tus): the project is not archived and `size`
+    /// is within the tenant's maximum (413). Returns the tenant's limits for
+    /// [`Self::check_quota`].
+    pub(super) async fn check_size(
+        &self,
+        actor: &Actor,
+        project: &Project,
+        size: u64,
+    ) -> Result<TenantLimits, CoreError> {
+        if project.archived_at.is_some() {
+            return Err(CoreError::conflict(
+                "project_archived",
+                "the project is archived",
+            ));
+        }
+        let limits = self.store.tenant_limits(actor.tenant_id).await?;
+        let max = self.max_upload_bytes(limits);
+        if size > max {
+            metrics::counter!("uploads_failed_total", "reason" => "too_large").increment(1);
+            return Err(CoreError::TooLarge { max });
+        }
+        Ok(limits)
+    }
+
+    /// The tenant's maximum size of one upload.
+    pub(super) fn max_upload_bytes(&self, limits: TenantLimits) -> u64 {
+        limits
+            .max_upload_bytes
+            .unwrap_or(self.uploads.max_upload_bytes)
+    }
+
+    /// The second half: `size` more bytes fit in the tenant's quota (409
+    /// `quota_exceeded`).
+    pub(super) async fn check_quota(
+        &self,
+        actor: &Actor,
+        limits: TenantLimits,
+        size: u64,
+    ) -> Result<(), CoreError> {
+        if let Some(quota) = limits.quota_bytes.or(self.uploads.quota_bytes) {
+            let used = self.store.upload_usage(actor.tenant_id).await?;
+            if used.saturating_add(size) > quota {
+                metrics::counter!("uploads_failed_total", "reason" => "quota_exceeded")
+                    .increment(1);
+                return Err(CoreError::conflict(
+                    "quota_exceeded",
+                    format!("the tenant's storage quota of {quota} bytes would be exceeded"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub async fn initiate_upload(
@@ -214,20 +271,7 @@ impl Service {
         )?;
         let content_type = ContentType::parse(&input.content_type)
             .map_err(|e| CoreError::UnsupportedType(e.message))?;
-        if project.archived_at.is_some() {
-            return Err(CoreError::conflict(
-                "project_archived",
-                "the project is archived",
-            ));
-        }
-        let limits = self.store.tenant_limits(actor.tenant_id).await?;
-        let max = limits
-            .max_upload_bytes
-            .unwrap_or(self.uploads.max_upload_bytes);
-        if size > max {
-            metrics::counter!("uploads_failed_total", "reason" => "too_large").increment(1);
-            return Err(CoreError::TooLarge { max });
-        }
+        let limits = self.check_size(actor, &project, size).await?;
         let now = self.clock.now();
         let idempotency = idempotency_key.map(|key| IdempotencyKey {
             request_hash: request_digest(project_id, &filename, &content_type, size, &sha256),
@@ -248,17 +292,7 @@ impl Service {
                 created: false,
             });
         }
-        if let Some(quota) = limits.quota_bytes.or(self.uploads.quota_bytes) {
-            let used = self.store.upload_usage(actor.tenant_id).await?;
-            if used.saturating_add(size) > quota {
-                metrics::counter!("uploads_failed_total", "reason" => "quota_exceeded")
-                    .increment(1);
-                return Err(CoreError::conflict(
-                    "quota_exceeded",
-                    format!("the tenant's storage quota of {quota} bytes would be exceeded"),
-                ));
-            }
-        }
+        self.check_quota(actor, limits, size).await?;
 
         let id = UploadId::new();
         let key = ObjectKey::original(actor.tenant_id, project_id, id);
@@ -452,6 +486,17 @@ impl Service {
             }
             Some(_) => {}
         }
+        self.mark_uploaded(&upload, trace_context).await
+    }
+
+    /// `PENDING → UPLOADED` with the processing job, in one transaction (the
+    /// bytes are in storage: the caller checked). Repeating it returns the
+    /// upload as it is.
+    pub(super) async fn mark_uploaded(
+        &self,
+        upload: &Upload,
+        trace_context: Option<String>,
+    ) -> Result<Upload, CoreError> {
         let now = self.clock.now();
         let job = NewJob {
             id: JobId::new(),
@@ -464,9 +509,10 @@ impl Service {
         };
         let done = self
             .store
-            .upload_mark_uploaded(actor.tenant_id, id, &job, now)
-            .await?
-            .ok_or(CoreError::NotFound)?;
+            .upload_mark_uploaded(upload.tenant_id, upload.id, &job, now)
+            .await;
+        self.invalidate_upload(upload.tenant_id, upload.id).await;
+        let done = done?.ok_or(CoreError::NotFound)?;
         if upload.status == UploadStatus::Pending && done.status == UploadStatus::Uploaded {
             metrics::counter!("uploads_completed_total").increment(1);
             metrics::counter!("upload_bytes_ingested_total").increment(done.size);
@@ -591,18 +637,22 @@ impl Service {
     /// after the retention period.
     pub async fn trash_upload(&self, actor: &Actor, id: UploadId) -> Result<Upload, CoreError> {
         self.owned_upload(actor, id).await?;
-        self.store
+        let trashed = self
+            .store
             .upload_trash(actor.tenant_id, id, self.clock.now())
-            .await?
-            .ok_or(CoreError::NotFound)
+            .await;
+        self.invalidate_upload(actor.tenant_id, id).await;
+        trashed?.ok_or(CoreError::NotFound)
     }
 
     pub async fn restore_upload(&self, actor: &Actor, id: UploadId) -> Result<Upload, CoreError> {
         self.owned_upload(actor, id).await?;
-        self.store
+        let restored = self
+            .store
             .upload_restore(actor.tenant_id, id, self.clock.now())
-            .await?
-            .ok_or(CoreError::NotFound)
+            .await;
+        self.invalidate_upload(actor.tenant_id, id).await;
+        restored?.ok_or(CoreError::NotFound)
     }
 
     /// One pass of the sweepers: pending uploads whose URLs ran out become
@@ -615,6 +665,7 @@ impl Service {
         let now = self.clock.now();
         let mut report = SweepReport::default();
         for upload in self.store.uploads_expire_due(now, batch).await? {
+            self.invalidate_upload(upload.tenant_id, upload.id).await;
             let key = ObjectKey::parse(&upload.object_key)
                 .map_err(|e| CoreError::Internal(e.message.into()))?;
             if let Transfer::Multipart { upload_id, .. } = &upload.transfer {
@@ -624,6 +675,15 @@ impl Service {
                     .map_err(storage)?;
             }
             self.blobs.delete(&key).await.map_err(storage)?;
+            // A tus upload's partial bytes (nothing to do for other uploads).
+            self.blobs
+                .staging_delete(&ObjectKey::tus_staging(
+                    upload.tenant_id,
+                    upload.project_id,
+                    upload.id,
+                ))
+                .await
+                .map_err(storage)?;
             metrics::counter!("uploads_failed_total", "reason" => "expired").increment(1);
             report.expired += 1;
         }
@@ -640,6 +700,7 @@ impl Service {
                 .upload_purge(upload.tenant_id, upload.id, cutoff)
                 .await?
             {
+                self.invalidate_upload(upload.tenant_id, upload.id).await;
                 // A multipart upload trashed before it was completed or
                 // expired (a retention shorter than the URL lifetime): its
                 // parts are not the object, and its part URLs still work.
@@ -650,6 +711,14 @@ impl Service {
                         .map_err(storage)?;
                 }
                 self.blobs.delete(&key).await.map_err(storage)?;
+                self.blobs
+                    .staging_delete(&ObjectKey::tus_staging(
+                        upload.tenant_id,
+                        upload.project_id,
+                        upload.id,
+                    ))
+                    .await
+                    .map_err(storage)?;
                 for thumbnail in upload.processed.iter().flat_map(|p| &p.thumbnails) {
                     let key = ObjectKey::parse(&thumbnail.object_key)
                         .map_err(|e| CoreError::Internal(e.message.into()))?;

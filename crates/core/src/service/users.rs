@@ -27,8 +27,7 @@ pub struct UpdateUserInput {
 
 impl Service {
     pub async fn me(&self, actor: &Actor) -> Result<User, CoreError> {
-        self.store
-            .user_get(actor.tenant_id, actor.user_id)
+        self.cached_user(actor.tenant_id, actor.user_id)
             .await?
             .ok_or(CoreError::NotFound)
     }
@@ -79,8 +78,7 @@ impl Service {
         if id != actor.user_id {
             self.require(actor, TenantAction::ReadUsers)?;
         }
-        self.store
-            .user_get(actor.tenant_id, id)
+        self.cached_user(actor.tenant_id, id)
             .await?
             .ok_or(CoreError::NotFound)
     }
@@ -121,9 +119,11 @@ impl Service {
             role,
             disabled: input.disabled,
         };
-        self.store
+        let updated = self
+            .store
             .user_update(actor.tenant_id, id, &patch, self.clock.now())
-            .await?
-            .ok_or(CoreError::NotFound)
+            .await;
+        self.invalidate_user(actor.tenant_id, id).await;
+        updated?.ok_or(CoreError::NotFound)
     }
 }

@@ -1,0 +1,143 @@
+//! Rate limits on the wire: the middleware that counts every request with a
+//! bearer token against its user's and its tenant's quotas, the login check,
+//! and the `RateLimit-Policy` / `RateLimit` headers
+//! (draft-ietf-httpapi-ratelimit-headers) and the 429 problem.
+//!
+//! A quota of `per_minute` with `burst` is GCRA; on the wire it is the
+//! policy "`q` = burst requests per `w` = the seconds the burst takes to
+//! refill".
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use buildpeer_core::service::RateStatus;
+
+use crate::AppState;
+use crate::error::Problem;
+
+/// Counts the request against its bearer's user and tenant quotas; refuses
+/// it with 429 over either. A request without a verifiable token passes
+/// (it is either public or answered 401 by the `Auth` extractor).
+pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = bearer(req.headers()) else {
+        return next.run(req).await;
+    };
+    let Some(status) = state.service.rate_limit_request(token).await else {
+        return next.run(req).await;
+    };
+    if !status.allowed() {
+        return too_many(&status);
+    }
+    let mut response = next.run(req).await;
+    set_headers(response.headers_mut(), &status);
+    response
+}
+
+/// The login attempt's account and address quotas: `Err` is the 429.
+pub async fn login(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    tenant: &str,
+    email: &str,
+) -> Result<Option<RateStatus>, Response> {
+    let status = state
+        .service
+        .rate_limit_login(tenant, email, peer.map(|p| p.ip()))
+        .await;
+    match status {
+        Some(s) if !s.allowed() => Err(too_many(&s)),
+        other => Ok(other),
+    }
+}
+
+/// The client's address, as the server loop recorded it.
+pub fn peer(req_extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    req_extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+pub fn set_headers(headers: &mut HeaderMap, status: &RateStatus) {
+    if status.checked.is_empty() {
+        return;
+    }
+    let policy = status
+        .checked
+        .iter()
+        .map(|c| {
+            let window = ceil_secs(c.quota.emission() * c.quota.burst);
+            format!("\"{}\";q={};w={}", c.policy, c.quota.burst, window.max(1))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(v) = HeaderValue::from_str(&policy) {
+        headers.insert("ratelimit-policy", v);
+    }
+    if let Some(t) = status.tightest() {
+        let reset = if t.decision.allowed {
+            t.decision.reset
+        } else {
+            t.decision.retry_after
+        };
+        let value = format!(
+            "\"{}\";r={};t={}",
+            t.policy,
+            t.decision.remaining,
+            ceil_secs(reset)
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert("ratelimit", v);
+        }
+    }
+}
+
+/// 429 `rate_limited` with `Retry-After` and the rate-limit headers.
+pub fn too_many(status: &RateStatus) -> Response {
+    let retry = ceil_secs(status.retry_after()).max(1);
+    let policy = status.tightest().map_or("request", |t| t.policy);
+    let problem = Problem {
+        kind: "urn:buildpeer:problem:rate_limited".into(),
+        title: "Too Many Requests",
+        status: 429,
+        code: "rate_limited",
+        detail: format!("too many requests (the {policy} limit); retry in {retry} s"),
+        errors: Vec::new(),
+    };
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(problem)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    set_headers(headers, status);
+    response
+}
+
+/// Records the client's address on every request of a connection (for the
+/// per-IP login limit).
+pub fn with_peer<B>(
+    peer: SocketAddr,
+) -> impl Fn(axum::http::Request<B>) -> axum::http::Request<B> + Clone {
+    move |mut req| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    }
+}

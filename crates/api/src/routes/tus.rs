@@ -1,0 +1,357 @@
+//! tus 1.0 (`/v1/tus`, `/v1/tus/{id}`): thin handlers over
+//! `Service::tus_*` (see `buildpeer_core::service::tus` for the design).
+//! Every response but OPTIONS carries `Tus-Resumable: 1.0.0` (added by
+//! [`resumable`]); errors are problem documents with tus's status codes.
+//! PATCH bodies stream straight to storage (no JSON limit, no buffering).
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use buildpeer_core::CoreError;
+use buildpeer_core::blob::{BlobError, ByteStream};
+use buildpeer_core::ids::UploadId;
+use buildpeer_core::service::tus::{
+    Checksum, TUS_CHECKSUM_ALGORITHMS, TUS_EXTENSIONS, TUS_VERSION, TusCreateInput, TusInfo,
+    TusPatchInput, codes,
+};
+use futures_util::StreamExt as _;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::Auth;
+
+const OFFSET_STREAM: &str = "application/offset+octet-stream";
+
+/// Adds `Tus-Resumable` to every answer but OPTIONS, and refuses another
+/// protocol version with 412 before anything else runs.
+pub async fn resumable(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    if method != Method::OPTIONS {
+        let version = req
+            .headers()
+            .get("tus-resumable")
+            .and_then(|v| v.to_str().ok());
+        if version != Some(TUS_VERSION) {
+            let mut r = tus_error(
+                StatusCode::PRECONDITION_FAILED,
+                "unsupported_version",
+                "send Tus-Resumable: 1.0.0",
+            );
+            r.headers_mut()
+                .insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+            return with_resumable(r);
+        }
+    }
+    let response = next.run(req).await;
+    if method == Method::OPTIONS {
+        response
+    } else {
+        with_resumable(response)
+    }
+}
+
+fn with_resumable(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    r
+}
+
+fn tus_error(status: StatusCode, code: &'static str, detail: &str) -> Response {
+    ApiError::Status {
+        status,
+        code,
+        detail: detail.to_owned(),
+    }
+    .into_response()
+}
+
+/// Core errors with tus's statuses.
+fn error(e: CoreError) -> Response {
+    let status = match &e {
+        CoreError::Conflict { code, .. } => match *code {
+            codes::LOCKED => Some(StatusCode::LOCKED),
+            codes::GONE => Some(StatusCode::GONE),
+            codes::CHECKSUM_MISMATCH => StatusCode::from_u16(460).ok(),
+            codes::EXCEEDS_LENGTH => Some(StatusCode::PAYLOAD_TOO_LARGE),
+            codes::LENGTH_CONFLICT => Some(StatusCode::BAD_REQUEST),
+            _ => None,
+        },
+        CoreError::Validation(_) => Some(StatusCode::BAD_REQUEST),
+        _ => None,
+    };
+    let locked = status == Some(StatusCode::LOCKED);
+    let mut r = match (status, &e) {
+        (Some(status), CoreError::Conflict { code, message }) => tus_error(status, code, message),
+        (Some(status), _) => {
+            let mut r = ApiError::Core(e).into_response();
+            *r.status_mut() = status;
+            r
+        }
+        (None, _) => ApiError::Core(e).into_response(),
+    };
+    if locked {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, Box<Response>> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Box::new(tus_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_header",
+                    &format!("{name} must be a non-negative integer"),
+                ))
+            }),
+    }
+}
+
+fn info_headers(r: &mut Response, info: &TusInfo) {
+    let h = r.headers_mut();
+    h.insert("upload-offset", HeaderValue::from(info.offset));
+    if let Some(exp) = info.expires_at
+        && let Ok(v) = HeaderValue::from_str(&exp.to_rfc2822().replace("+0000", "GMT"))
+    {
+        h.insert("upload-expires", v);
+    }
+}
+
+pub async fn options(State(state): State<AppState>) -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+    h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
+    h.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static(TUS_CHECKSUM_ALGORITHMS),
+    );
+    h.insert(
+        "tus-max-size",
+        HeaderValue::from(state.service.tus_max_size()),
+    );
+    r
+}
+
+fn body_stream(body: Body) -> ByteStream {
+    Box::pin(
+        body.into_data_stream()
+            .map(|c| c.map_err(|e| BlobError::Other(Box::new(e)))),
+    )
+}
+
+fn patch_input(h: &HeaderMap, offset_required: bool) -> Result<TusPatchInput, Box<Response>> {
+    let offset = header_u64(h, "upload-offset")?;
+    if offset_required && offset.is_none() {
+        return Err(Box::new(tus_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            "Upload-Offset is required",
+        )));
+    }
+    let checksum = match h.get("upload-checksum") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    Box::new(tus_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_checksum",
+                        "Upload-Checksum",
+                    ))
+                })
+                .and_then(|s| Checksum::parse(s).map_err(|e| Box::new(error(e))))?,
+        ),
+    };
+    Ok(TusPatchInput {
+        offset: offset.unwrap_or(0),
+        length: header_u64(h, "upload-length")?,
+        checksum,
+        content_length: header_u64(h, "content-length")?,
+    })
+}
+
+fn is_offset_stream(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().map(str::trim) == Some(OFFSET_STREAM))
+}
+
+fn traceparent(h: &HeaderMap) -> Option<String> {
+    h.get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// POST `/v1/tus`: creation, creation-defer-length, creation-with-upload.
+pub async fn create(State(state): State<AppState>, Auth(actor): Auth, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let h = &parts.headers;
+    let length = match header_u64(h, "upload-length") {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let defer = match h.get("upload-defer-length").map(|v| v.as_bytes()) {
+        None => false,
+        Some(b"1") => true,
+        Some(_) => {
+            return tus_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                "Upload-Defer-Length must be 1",
+            );
+        }
+    };
+    let metadata = h
+        .get("upload-metadata")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let with_upload = is_offset_stream(h);
+    let patch = if with_upload {
+        match patch_input(h, false) {
+            Ok(p) => Some(TusPatchInput { offset: 0, ..p }),
+            Err(r) => return *r,
+        }
+    } else {
+        None
+    };
+    let service = state.service.clone();
+    let input = TusCreateInput {
+        length,
+        defer_length: defer,
+        metadata,
+    };
+    let trace = traceparent(h);
+    let created = match service.tus_create(&actor, input).await {
+        Ok(info) => info,
+        Err(e) => return error(e),
+    };
+    let mut info = created.clone();
+    if let Some(mut patch) = patch {
+        patch.length = None;
+        let body = body_stream(body);
+        let id = created.id;
+        let svc = service.clone();
+        let run = tokio::spawn(async move { svc.tus_patch(&actor, id, patch, body, trace).await });
+        match run.await {
+            Ok(Ok(after)) => info = after,
+            // The upload exists: the client resumes from HEAD.
+            Ok(Err(e)) => tracing::info!(error = %e, "tus creation-with-upload: chunk refused"),
+            Err(e) => tracing::error!(error = %e, "tus PATCH task failed"),
+        }
+    }
+    let mut r = StatusCode::CREATED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/tus/{}", created.id)) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    info_headers(&mut r, &info);
+    r
+}
+
+/// HEAD, PATCH and DELETE on `/v1/tus/{id}`, also as POST with
+/// `X-HTTP-Method-Override`.
+pub async fn upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let method = match parts
+        .headers
+        .get("x-http-method-override")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(m) if parts.method == Method::POST => match m.to_ascii_uppercase().as_str() {
+            "PATCH" => Method::PATCH,
+            "DELETE" => Method::DELETE,
+            "HEAD" => Method::HEAD,
+            _ => return ApiError::MethodNotAllowed.into_response(),
+        },
+        _ => parts.method.clone(),
+    };
+    let actor = match <Auth as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+        &mut parts, &state,
+    )
+    .await
+    {
+        Ok(Auth(a)) => a,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(id) = id.parse::<UploadId>() else {
+        return ApiError::Core(CoreError::NotFound).into_response();
+    };
+    let h = &parts.headers;
+    let trace = traceparent(h);
+    let service = state.service.clone();
+    match method {
+        Method::HEAD => match service.tus_head(&actor, id, trace).await {
+            Ok(info) => {
+                let mut r = StatusCode::OK.into_response();
+                info_headers(&mut r, &info);
+                let hm = r.headers_mut();
+                hm.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                match info.length {
+                    Some(l) => {
+                        hm.insert("upload-length", HeaderValue::from(l));
+                    }
+                    None => {
+                        hm.insert("upload-defer-length", HeaderValue::from_static("1"));
+                    }
+                }
+                if !info.metadata.is_empty()
+                    && let Ok(v) = HeaderValue::from_str(&info.metadata)
+                {
+                    hm.insert("upload-metadata", v);
+                }
+                r
+            }
+            Err(e) => error(e),
+        },
+        Method::PATCH => {
+            if !is_offset_stream(h) {
+                return tus_error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "PATCH needs Content-Type: application/offset+octet-stream",
+                );
+            }
+            let input = match patch_input(h, true) {
+                Ok(i) => i,
+                Err(r) => return *r,
+            };
+            let body = body_stream(body);
+            // In a task of its own: a dropped connection must not cancel the
+            // PATCH between the append and the offset update.
+            let run =
+                tokio::spawn(
+                    async move { service.tus_patch(&actor, id, input, body, trace).await },
+                );
+            match run.await {
+                Ok(Ok(info)) => {
+                    let mut r = StatusCode::NO_CONTENT.into_response();
+                    info_headers(&mut r, &info);
+                    r
+                }
+                Ok(Err(e)) => error(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "tus PATCH task failed");
+                    ApiError::Panic.into_response()
+                }
+            }
+        }
+        Method::DELETE => match service.tus_terminate(&actor, id).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => error(e),
+        },
+        _ => ApiError::MethodNotAllowed.into_response(),
+    }
+}

@@ -1,0 +1,412 @@
+//! Cache and limiter conformance: every scenario runs against the in-memory
+//! adapters and against a real Redis (a redis-server of the test's own, on a
+//! random port, so that the shared one is never touched and a test may stop
+//! it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use buildpeer_cache::{CacheOptions, FallbackLimiter, LocalLimiter, MemoryCache, RedisCache};
+use buildpeer_core::cache::{
+    Cache, CacheKey, CacheSettings, Caching, RateLimiter, RateQuota, SetMode,
+};
+use buildpeer_core::ids::TenantId;
+use bytes::Bytes;
+
+/// A redis-server of this test's own, stopped when dropped.
+struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+}
+
+impl RedisServer {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn restart(&mut self) {
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start");
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.unwrap();
+        }
+    }
+}
+
+fn opts() -> CacheOptions {
+    CacheOptions {
+        timeout: Duration::from_millis(250),
+        retry_after_failure: Duration::from_millis(100),
+        memory_capacity: 10_000,
+    }
+}
+
+fn key(kind: &str) -> CacheKey {
+    CacheKey::tenant("test", TenantId::new(), kind, uuid::Uuid::now_v7())
+}
+
+/// Runs a scenario on both adapters: `$name::memory` and `$name::redis`.
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn memory() {
+                let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(10_000));
+                let limiter: Arc<dyn RateLimiter> = Arc::new(LocalLimiter::new());
+                super::$name(cache, limiter).await;
+            }
+
+            #[tokio::test]
+            async fn redis() {
+                let server = RedisServer::start().await;
+                let redis = Arc::new(RedisCache::connect(&server.url(), &opts()).await.unwrap());
+                let limiter: Arc<dyn RateLimiter> = Arc::new(FallbackLimiter::new(Arc::clone(&redis)));
+                super::$name(redis, limiter).await;
+                drop(server);
+            }
+        }
+    )*};
+}
+
+scenarios!(
+    set_get_delete,
+    values_expire,
+    if_absent_keeps_the_first_value,
+    limiter_allows_the_burst_then_refuses,
+    limiter_keys_are_independent,
+    read_through_hits_and_invalidation,
+    generations_invalidate_a_family,
+);
+
+async fn set_get_delete(cache: Arc<dyn Cache>, _: Arc<dyn RateLimiter>) {
+    let k = key("x");
+    assert_eq!(cache.get(&k).await.unwrap(), None);
+    cache
+        .set(
+            &k,
+            Bytes::from_static(b"v1"),
+            Duration::from_secs(10),
+            SetMode::Always,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cache.get(&k).await.unwrap().as_deref(), Some(&b"v1"[..]));
+    cache
+        .set(
+            &k,
+            Bytes::from_static(b"v2"),
+            Duration::from_secs(10),
+            SetMode::Always,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cache.get(&k).await.unwrap().as_deref(), Some(&b"v2"[..]));
+    cache.delete(&k).await.unwrap();
+    assert_eq!(cache.get(&k).await.unwrap(), None);
+    cache.delete(&k).await.unwrap();
+    cache.ping().await.unwrap();
+}
+
+async fn values_expire(cache: Arc<dyn Cache>, _: Arc<dyn RateLimiter>) {
+    let short = key("x");
+    let long = key("x");
+    cache
+        .set(
+            &short,
+            Bytes::from_static(b"v"),
+            Duration::from_millis(150),
+            SetMode::Always,
+        )
+        .await
+        .unwrap();
+    cache
+        .set(
+            &long,
+            Bytes::from_static(b"v"),
+            Duration::from_secs(10),
+            SetMode::IfAbsent,
+        )
+        .await
+        .unwrap();
+    assert!(cache.get(&short).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(cache.get(&short).await.unwrap(), None);
+    assert!(cache.get(&long).await.unwrap().is_some());
+}
+
+async fn if_absent_keeps_the_first_value(cache: Arc<dyn Cache>, _: Arc<dyn RateLimiter>) {
+    let k = key("x");
+    let ttl = Duration::from_secs(10);
+    cache
+        .set(&k, Bytes::from_static(b"a"), ttl, SetMode::IfAbsent)
+        .await
+        .unwrap();
+    cache
+        .set(&k, Bytes::from_static(b"b"), ttl, SetMode::IfAbsent)
+        .await
+        .unwrap();
+    assert_eq!(cache.get(&k).await.unwrap().as_deref(), Some(&b"a"[..]));
+}
+
+async fn limiter_allows_the_burst_then_refuses(_: Arc<dyn Cache>, limiter: Arc<dyn RateLimiter>) {
+    // 600/min: one every 100 ms, 5 at once.
+    let quota = RateQuota {
+        per_minute: 600,
+        burst: 5,
+    };
+    let k = key("rl");
+    for expected_remaining in (0..5).rev() {
+        let d = limiter.check(&k, quota).await.unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.remaining, expected_remaining);
+    }
+    let refused = limiter.check(&k, quota).await.unwrap();
+    assert!(!refused.allowed);
+    assert_eq!(refused.remaining, 0);
+    assert!(
+        refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_millis(100),
+        "{refused:?}"
+    );
+    tokio::time::sleep(refused.retry_after + Duration::from_millis(20)).await;
+    assert!(limiter.check(&k, quota).await.unwrap().allowed);
+    assert!(!limiter.check(&k, quota).await.unwrap().allowed);
+}
+
+async fn limiter_keys_are_independent(_: Arc<dyn Cache>, limiter: Arc<dyn RateLimiter>) {
+    let quota = RateQuota {
+        per_minute: 60,
+        burst: 2,
+    };
+    let (a, b) = (key("rl"), key("rl"));
+    assert!(limiter.check(&a, quota).await.unwrap().allowed);
+    assert!(limiter.check(&a, quota).await.unwrap().allowed);
+    assert!(!limiter.check(&a, quota).await.unwrap().allowed);
+    assert!(limiter.check(&b, quota).await.unwrap().allowed);
+    // Another quota on the same key is its own limit only in the sense of
+    // its own numbers; what matters is that `b` was untouched by `a`.
+    let d = limiter.check(&b, quota).await.unwrap();
+    assert!(d.allowed);
+    assert_eq!(d.remaining, 0);
+}
+
+async fn read_through_hits_and_invalidation(cache: Arc<dyn Cache>, _: Arc<dyn RateLimiter>) {
+    let caching = Arc::new(Caching::new(
+        cache,
+        CacheSettings {
+            tombstone_ttl: Duration::from_millis(300),
+            ..CacheSettings::default()
+        },
+    ));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let k = key("row");
+    let load = |v: u32| {
+        let loads = Arc::clone(&loads);
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(Some(v))
+        }
+    };
+    let ttl = Duration::from_secs(10);
+    // Concurrent misses load once.
+    let (a, b, c) = tokio::join!(
+        caching.get_or_load("t", &k, ttl, load(1)),
+        caching.get_or_load("t", &k, ttl, load(1)),
+        caching.get_or_load("t", &k, ttl, load(1)),
+    );
+    assert_eq!(
+        (a.unwrap(), b.unwrap(), c.unwrap()),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    // A hit does not load.
+    assert_eq!(
+        caching.get_or_load("t", &k, ttl, load(9)).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    // After an invalidation the next read loads the new value; while the
+    // tombstone lives, a read that loaded the old row cannot fill the key.
+    caching.invalidate(std::slice::from_ref(&k)).await;
+    assert_eq!(
+        caching.get_or_load("t", &k, ttl, load(2)).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        caching.get_or_load("t", &k, ttl, load(3)).await.unwrap(),
+        Some(3)
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        caching.get_or_load("t", &k, ttl, load(4)).await.unwrap(),
+        Some(4)
+    );
+    assert_eq!(
+        caching.get_or_load("t", &k, ttl, load(5)).await.unwrap(),
+        Some(4)
+    );
+    // Nothing found is not cached.
+    let none = key("row");
+    let got: Option<u32> = caching
+        .get_or_load("t", &none, ttl, || async { Ok(None) })
+        .await
+        .unwrap();
+    assert_eq!(got, None);
+    assert_eq!(
+        caching.get_or_load("t", &none, ttl, load(6)).await.unwrap(),
+        Some(6)
+    );
+}
+
+async fn generations_invalidate_a_family(cache: Arc<dyn Cache>, _: Arc<dyn RateLimiter>) {
+    let caching = Caching::new(cache, CacheSettings::default());
+    let gen_key = key("gen");
+    let g0 = caching.generation("t", &gen_key).await;
+    assert_eq!(g0, "0");
+    caching
+        .bump_generation(&gen_key, Duration::from_secs(10))
+        .await;
+    let g1 = caching.generation("t", &gen_key).await;
+    assert_ne!(g1, g0);
+    caching
+        .bump_generation(&gen_key, Duration::from_secs(10))
+        .await;
+    assert_ne!(caching.generation("t", &gen_key).await, g1);
+}
+
+/// Redis stops: every call fails fast (no hang), the limiter keeps deciding
+/// in this process, and once Redis is back the same adapter works again
+/// without being rebuilt.
+#[tokio::test]
+async fn redis_down_fails_fast_and_recovers() {
+    let mut server = RedisServer::start().await;
+    let redis = Arc::new(RedisCache::connect(&server.url(), &opts()).await.unwrap());
+    let limiter = FallbackLimiter::new(Arc::clone(&redis));
+    let k = key("x");
+    redis
+        .set(
+            &k,
+            Bytes::from_static(b"v"),
+            Duration::from_secs(60),
+            SetMode::Always,
+        )
+        .await
+        .unwrap();
+    server.stop().await;
+    let quota = RateQuota {
+        per_minute: 60,
+        burst: 2,
+    };
+    let rl = key("rl");
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert!(redis.get(&k).await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert!(redis.ping().await.is_err());
+    // The fallback limiter still limits.
+    assert!(limiter.check(&rl, quota).await.unwrap().allowed);
+    assert!(limiter.check(&rl, quota).await.unwrap().allowed);
+    assert!(!limiter.check(&rl, quota).await.unwrap().allowed);
+
+    server.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if redis.ping().await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not reconnect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A fresh server (no persistence): the old value is gone, new ones work.
+    assert_eq!(redis.get(&k).await.unwrap(), None);
+    redis
+        .set(
+            &k,
+            Bytes::from_static(b"w"),
+            Duration::from_secs(60),
+            SetMode::Always,
+        )
+        .await
+        .unwrap();
+    assert_eq!(redis.get(&k).await.unwrap().as_deref(), Some(&b"w"[..]));
+}
+
+/// Two adapters on one Redis (two replicas) share values and counts.
+#[tokio::test]
+async fn redis_is_shared_between_replicas() {
+    let server = RedisServer::start().await;
+    let a = Arc::new(RedisCache::connect(&server.url(), &opts()).await.unwrap());
+    let b = Arc::new(RedisCache::connect(&server.url(), &opts()).await.unwrap());
+    let k = key("x");
+    a.set(
+        &k,
+        Bytes::from_static(b"v"),
+        Duration::from_secs(60),
+        SetMode::Always,
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"v"[..]));
+    let quota = RateQuota {
+        per_minute: 60,
+        burst: 3,
+    };
+    let rl = key("rl");
+    assert!(a.gcra(&rl, quota).await.unwrap().allowed);
+    assert!(b.gcra(&rl, quota).await.unwrap().allowed);
+    assert!(a.gcra(&rl, quota).await.unwrap().allowed);
+    assert!(!b.gcra(&rl, quota).await.unwrap().allowed);
+}

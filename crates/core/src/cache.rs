@@ -1,0 +1,407 @@
+//! The cache and rate-limiter ports, and [`Caching`], the typed read-through
+//! cache the use-cases use on top of the port.
+//!
+//! The port stores opaque bytes under a key with a TTL. Adapters: Redis
+//! (shared by every replica; Redis Cluster too) and an in-process cache for
+//! the embedded default (`buildpeer-cache`). A cache is never the source of
+//! truth: every failure of it is a miss (reads) or a no-op (writes), counted,
+//! and the request goes on against the database.
+//!
+//! Keys always carry the tenant in a Redis Cluster hash tag (`{t:<tenant>}`),
+//! so a tenant's keys share a slot and no key can name two tenants' data.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+use crate::error::CoreError;
+use crate::ids::TenantId;
+
+/// What a cache or limiter adapter may say.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Not reachable, timed out, or reconnecting: a passing condition.
+    #[error("cache unavailable: {0}")]
+    Unavailable(String),
+    #[error("cache error: {0}")]
+    Other(String),
+}
+
+/// A cache key: `<prefix>:{t:<tenant>}:<kind>:<rest>`, or for the few keys
+/// that belong to no tenant (login attempts by IP), `<prefix>:<kind>:<rest>`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// A key of tenant-owned data; the tenant is the Redis Cluster hash tag.
+    pub fn tenant(prefix: &str, tenant: TenantId, kind: &str, rest: impl fmt::Display) -> Self {
+        Self(format!("{prefix}:{{t:{tenant}}}:{kind}:{rest}"))
+    }
+
+    /// A key outside any tenant.
+    pub fn global(prefix: &str, kind: &str, rest: impl fmt::Display) -> Self {
+        Self(format!("{prefix}:{kind}:{rest}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetMode {
+    Always,
+    /// Only if the key holds nothing (Redis `SET … NX`): how a read fills the
+    /// cache, so that it never overwrites an invalidation's tombstone.
+    IfAbsent,
+}
+
+/// The cache port: opaque bytes per key, with a TTL.
+#[async_trait]
+pub trait Cache: Send + Sync + 'static {
+    /// `redis`, `redis-cluster` or `memory`.
+    fn backend(&self) -> &'static str;
+    async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>, CacheError>;
+    async fn set(
+        &self,
+        key: &CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        mode: SetMode,
+    ) -> Result<(), CacheError>;
+    async fn delete(&self, key: &CacheKey) -> Result<(), CacheError>;
+    /// Whether the cache answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), CacheError>;
+}
+
+/// A cache that holds nothing: every read misses. What a `Service` has until
+/// it is given a real one (operator commands, unit tests).
+pub struct NoCache;
+
+#[async_trait]
+impl Cache for NoCache {
+    fn backend(&self) -> &'static str {
+        "none"
+    }
+    async fn get(&self, _: &CacheKey) -> Result<Option<Bytes>, CacheError> {
+        Ok(None)
+    }
+    async fn set(&self, _: &CacheKey, _: Bytes, _: Duration, _: SetMode) -> Result<(), CacheError> {
+        Ok(())
+    }
+    async fn delete(&self, _: &CacheKey) -> Result<(), CacheError> {
+        Ok(())
+    }
+    async fn ping(&self) -> Result<(), CacheError> {
+        Ok(())
+    }
+}
+
+/// A GCRA quota: `per_minute` sustained, up to `burst` at once. Zero in
+/// either turns the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateQuota {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl RateQuota {
+    pub fn is_off(&self) -> bool {
+        self.per_minute == 0 || self.burst == 0
+    }
+
+    /// The time one request "costs" (GCRA's emission interval).
+    pub fn emission(&self) -> Duration {
+        Duration::from_secs(60) / self.per_minute.max(1)
+    }
+}
+
+/// The answer of a limiter for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    /// Requests that could still be made right now.
+    pub remaining: u32,
+    /// When refused: how long until one request is allowed again.
+    pub retry_after: Duration,
+    /// How long until the whole burst is available again.
+    pub reset: Duration,
+}
+
+/// The rate-limiter port: one GCRA check (and, if allowed, one request
+/// counted) against `key`.
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+    async fn check(&self, key: &CacheKey, quota: RateQuota) -> Result<RateDecision, CacheError>;
+}
+
+/// The TTLs of the cached reads (the seed's numbers by default).
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Prefix of every key, so that several deployments (or tests) can share
+    /// one Redis.
+    pub prefix: String,
+    pub upload_ttl: Duration,
+    pub project_list_ttl: Duration,
+    pub user_ttl: Duration,
+    /// Single projects and memberships (the permission checks of every
+    /// project-scoped request).
+    pub project_ttl: Duration,
+    /// How long an invalidation keeps a key from being filled again, so a
+    /// read that loaded the old row before the write cannot put it back.
+    pub tombstone_ttl: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            prefix: "bp".into(),
+            upload_ttl: Duration::from_secs(30),
+            project_list_ttl: Duration::from_secs(300),
+            user_ttl: Duration::from_secs(300),
+            project_ttl: Duration::from_secs(300),
+            tombstone_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+const TOMBSTONE: &[u8] = b"\0tombstone";
+
+type Flight = Arc<OnceCell<Bytes>>;
+
+/// The read-through cache over the port: typed values (JSON), hit/miss
+/// metrics by cache name, single-flight loading (concurrent misses of one
+/// key in this process load once), invalidation by tombstone, and
+/// degradation to the loader whenever the cache fails.
+pub struct Caching {
+    cache: Arc<dyn Cache>,
+    settings: CacheSettings,
+    flights: Mutex<HashMap<CacheKey, Flight>>,
+}
+
+impl Caching {
+    pub fn new(cache: Arc<dyn Cache>, settings: CacheSettings) -> Self {
+        Self {
+            cache,
+            settings,
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &CacheSettings {
+        &self.settings
+    }
+
+    pub fn port(&self) -> &Arc<dyn Cache> {
+        &self.cache
+    }
+
+    pub fn key(&self, tenant: TenantId, kind: &str, rest: impl fmt::Display) -> CacheKey {
+        CacheKey::tenant(&self.settings.prefix, tenant, kind, rest)
+    }
+
+    /// The cached value of `key`, or `load()`'s, which is then cached for
+    /// `ttl` (a `None` is not cached). `name` labels the metrics.
+    pub async fn get_or_load<T, F, Fut>(
+        &self,
+        name: &'static str,
+        key: &CacheKey,
+        ttl: Duration,
+        load: F,
+    ) -> Result<Option<T>, CoreError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, CoreError>>,
+    {
+        let cache_ok = match self.cache.get(key).await {
+            Ok(Some(bytes)) if bytes.as_ref() != TOMBSTONE => {
+                match serde_json::from_slice::<T>(&bytes) {
+                    Ok(v) => {
+                        metrics::counter!("cache_hits_total", "cache" => name).increment(1);
+                        return Ok(Some(v));
+                    }
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "unreadable cache entry; reloading");
+                        true
+                    }
+                }
+            }
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(key = %key, error = %e, "cache read failed; using the database");
+                metrics::counter!("cache_fallbacks_total", "cache" => name).increment(1);
+                false
+            }
+        };
+        metrics::counter!("cache_misses_total", "cache" => name).increment(1);
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(flights.entry(key.clone()).or_default())
+        };
+        let loaded = flight
+            .get_or_try_init(|| async {
+                let value = load().await?;
+                let bytes = Bytes::from(serde_json::to_vec(&value).map_err(internal)?);
+                if cache_ok && value.is_some() {
+                    self.fill(key, &bytes, ttl).await;
+                }
+                Ok::<_, CoreError>(bytes)
+            })
+            .await;
+        {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(key);
+            }
+        }
+        let bytes = loaded?;
+        serde_json::from_slice::<Option<T>>(bytes).map_err(internal)
+    }
+
+    async fn fill(&self, key: &CacheKey, bytes: &Bytes, ttl: Duration) {
+        if let Err(e) = self
+            .cache
+            .set(key, bytes.clone(), ttl, SetMode::IfAbsent)
+            .await
+        {
+            tracing::debug!(key = %key, error = %e, "cache fill failed");
+        }
+    }
+
+    /// Drops cached values after a write. The key is overwritten with a
+    /// short-lived tombstone rather than deleted, so a read that loaded the
+    /// old row just before the write cannot fill the cache with it. A
+    /// failure is logged and counted; the TTL bounds the staleness.
+    pub async fn invalidate(&self, keys: &[CacheKey]) {
+        for key in keys {
+            {
+                // Later readers start a new load instead of joining one that
+                // may have read the old row.
+                let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+                flights.remove(key);
+            }
+            let tombstone = Bytes::from_static(TOMBSTONE);
+            if let Err(e) = self
+                .cache
+                .set(key, tombstone, self.settings.tombstone_ttl, SetMode::Always)
+                .await
+            {
+                tracing::warn!(key = %key, error = %e, "cache invalidation failed");
+                metrics::counter!("cache_invalidation_failures_total").increment(1);
+            }
+        }
+    }
+
+    /// A fresh random generation for a family of keys (e.g. every project
+    /// list of a tenant): readers build their keys from the current
+    /// generation, so replacing it invalidates the whole family at once.
+    pub async fn generation(&self, name: &'static str, key: &CacheKey) -> String {
+        match self.cache.get(key).await {
+            Ok(Some(g)) if g.as_ref() != TOMBSTONE => String::from_utf8_lossy(&g).into_owned(),
+            Ok(_) => "0".to_owned(),
+            Err(_) => {
+                metrics::counter!("cache_fallbacks_total", "cache" => name).increment(1);
+                // Unreadable: a generation nobody wrote under, so the read
+                // misses instead of finding an old family.
+                uuid::Uuid::now_v7().to_string()
+            }
+        }
+    }
+
+    /// Starts a new generation (see [`Caching::generation`]). It lives longer
+    /// than the entries made under the old one.
+    pub async fn bump_generation(&self, key: &CacheKey, entries_ttl: Duration) {
+        let generation = Bytes::from(uuid::Uuid::now_v7().to_string());
+        if let Err(e) = self
+            .cache
+            .set(key, generation, entries_ttl * 2, SetMode::Always)
+            .await
+        {
+            tracing::warn!(key = %key, error = %e, "cache invalidation failed");
+            metrics::counter!("cache_invalidation_failures_total").increment(1);
+        }
+    }
+}
+
+fn internal(e: serde_json::Error) -> CoreError {
+    CoreError::Internal(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn keys_carry_the_tenant_as_hash_tag() {
+        let t = TenantId::new();
+        let k = CacheKey::tenant("bp", t, "upload", "x");
+        assert_eq!(k.as_str(), format!("bp:{{t:{t}}}:upload:x"));
+        assert_eq!(CacheKey::global("bp", "rl", "ip:1").as_str(), "bp:rl:ip:1");
+    }
+
+    #[test]
+    fn quotas() {
+        let q = RateQuota {
+            per_minute: 1200,
+            burst: 200,
+        };
+        assert_eq!(q.emission(), Duration::from_millis(50));
+        assert!(!q.is_off());
+        assert!(
+            RateQuota {
+                per_minute: 0,
+                burst: 5
+            }
+            .is_off()
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_load_once() {
+        let caching = Arc::new(Caching::new(Arc::new(NoCache), CacheSettings::default()));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let key = caching.key(TenantId::new(), "x", "1");
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let caching = Arc::clone(&caching);
+            let loads = Arc::clone(&loads);
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                caching
+                    .get_or_load("x", &key, Duration::from_secs(1), || async {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok(Some(7u32))
+                    })
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert!(matches!(t.await, Ok(Ok(Some(7)))));
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,755 @@
+//! tus 1.0 resumable uploads (<https://tus.io/protocols/resumable-upload>).
+//!
+//! # Design
+//!
+//! **A tus upload is an ordinary upload.** Creation writes an `uploads` row
+//! (`PENDING`, `Transfer::Single`, the usual `ObjectKey::original`) and, in
+//! the same transaction, a `tus_uploads` row (migration `0005_tus.sql`) with
+//! what tus adds: the acknowledged offset, the length (NULL until declared,
+//! for creation-defer-length), the raw `Upload-Metadata`, the staging key and
+//! the PATCH lease. When the last byte is acknowledged the staging object
+//! becomes the original and `Service::mark_uploaded` sets `UPLOADED` and
+//! enqueues `process_upload` in one transaction, exactly as the signed flow's
+//! `complete_upload` does; processing, listing, download, trash and purge
+//! then know nothing of tus.
+//!
+//! **Limits** are those of the signed flow, checked at creation by the same
+//! code (`check_size`, `check_quota` in `uploads.rs`): project not archived,
+//! size ≤ the tenant's maximum (413), quota (409 `quota_exceeded`), type
+//! allowlist on `filetype` when given (415; processing sniffs the content
+//! always). With creation-defer-length the size and quota are checked when
+//! the length is declared (the first PATCH that carries `Upload-Length`), and
+//! until then no PATCH may go past the tenant's maximum.
+//!
+//! **State lives in the database**, so any replica answers any request: no
+//! sticky sessions, no lock service. The offset in `tus_uploads` is the
+//! truth; bytes that staging holds past it are garbage that the next append
+//! drops first (`BlobStore::staging_append` truncates to the offset).
+//!
+//! **Concurrent PATCHes** of one upload are serialised by a lease in the
+//! `tus_uploads` row (`lock_token`, `lock_until`): a PATCH takes it with a
+//! fresh token for [`LEASE`], renews it every [`RENEW_EVERY`] while the body
+//! streams, and gives it back at the end. A PATCH that finds another live
+//! lease gets **423 Locked with `Retry-After: 1`** and nothing changes
+//! (tus-js-client retries 423 by default). The offset is advanced only by a
+//! statement that names the token and the expected old offset (fencing), so
+//! a writer that lost its lease (stalled past [`LEASE`]) cannot move the
+//! offset; it stops appending as soon as a renewal fails. After a crash the
+//! lease of the dead process runs out within [`LEASE`]; until then a resume
+//! answers 423. Residual risk, documented: a writer stalled inside one disk
+//! write for longer than [`LEASE`] could still append after another writer
+//! took over; its bytes are past no acknowledged offset of the new writer
+//! only if the new writer truncated first, which it does, but the two
+//! appends may interleave. The same file's bytes are normally sent by both.
+//!
+//! **Durability.** The local store appends to a staging file and fsyncs
+//! before `staging_append` returns; only then does the offset advance and the
+//! 204 go out. An acknowledged offset therefore survives kill -9. Bytes that
+//! arrived before a dropped connection are fsynced and acknowledged in the
+//! database as well (tus "bytes received before an interruption are kept");
+//! the PATCH runs in a task of its own so that a dropped connection does not
+//! cancel it halfway.
+//!
+//! **Checksums** (`Upload-Checksum: sha1|sha256 <base64>`): the chunk is
+//! hashed as it streams into staging; the offset advances only if the digest
+//! matches (460 otherwise, offset unchanged; the bytes past the offset are
+//! dropped by the next append). An interrupted chunk with a checksum cannot
+//! be verified and is discarded as a whole.
+//!
+//! **Expiration.** `uploads.expires_at` is the tus expiry ([`EXPIRY`] after
+//! creation, sent as `Upload-Expires`); the uploads sweeper turns due
+//! `PENDING` rows `EXPIRED` and deletes their staging object too. An expired,
+//! terminated or trashed upload answers 410.
+//!
+//! **Termination** (DELETE): a pending upload becomes `EXPIRED` at once and
+//! its staging object is deleted (204, then 410); a finished one goes to the
+//! trash like `DELETE /v1/uploads/{id}`.
+//!
+//! **Authorization on every request**: HEAD needs read access to the
+//! project; PATCH and DELETE are for the uploader (while it may still upload
+//! there) or whoever manages the project. Another tenant's upload, or one in
+//! a project the actor cannot see, answers 404.
+//!
+//! **S3** (not implemented yet): the design is S3 multipart with a part size
+//! fixed at creation (`tus_uploads.part_size`, the uploads' `min_part_size`,
+//! 8 MiB by default), every part recorded in `tus_parts` (number, ETag, size,
+//! SHA-256) and completed from that ledger, and the tail smaller than a part
+//! kept in a staging object until the part is full. Until then a store
+//! without `supports_staging` answers tus creation with 501
+//! `not_implemented`.
+//!
+//! Not implemented yet: concatenation (not announced in `Tus-Extension`).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use futures_core::Stream;
+use sha2::{Digest, Sha256};
+
+use super::uploads::storage;
+use super::{Actor, Service};
+use crate::blob::{BlobError, ByteStream, ObjectKey, StagedWrite};
+use crate::error::{CoreError, Invalid};
+use crate::ids::{ProjectId, UploadId};
+use crate::policy::ProjectAction;
+use crate::ports::{NewTus, NewUpload, TusState};
+use crate::upload::{ContentType, Filename, Transfer, Upload, UploadStatus};
+
+pub const TUS_VERSION: &str = "1.0.0";
+/// What `Tus-Extension` announces.
+pub const TUS_EXTENSIONS: &str =
+    "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration";
+pub const TUS_CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
+/// How long a tus upload may take from creation to its last byte.
+pub const EXPIRY: Duration = Duration::hours(24);
+/// How long a PATCH lease lasts without renewal.
+pub const LEASE: Duration = Duration::seconds(20);
+/// How often a streaming PATCH renews its lease.
+pub const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Conflict codes the tus driver maps to tus's own statuses.
+pub mod codes {
+    /// 409: `Upload-Offset` is not the upload's offset.
+    pub const OFFSET_MISMATCH: &str = "offset_mismatch";
+    /// 423: another PATCH holds the lease.
+    pub const LOCKED: &str = "upload_locked";
+    /// 460: the chunk does not match `Upload-Checksum`.
+    pub const CHECKSUM_MISMATCH: &str = "checksum_mismatch";
+    /// 410: expired, terminated or trashed.
+    pub const GONE: &str = "upload_gone";
+    /// 413: more bytes than the upload's length (or the maximum) allows.
+    pub const EXCEEDS_LENGTH: &str = "exceeds_length";
+    /// 400: a deferred length declared twice, or differently.
+    pub const LENGTH_CONFLICT: &str = "length_conflict";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumAlgorithm {
+    Sha1,
+    Sha256,
+}
+
+/// A parsed `Upload-Checksum`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    pub algorithm: ChecksumAlgorithm,
+    pub digest: Vec<u8>,
+}
+
+impl Checksum {
+    /// `sha1 <base64>` or `sha256 <base64>`; anything else is refused (400).
+    pub fn parse(header: &str) -> Result<Self, CoreError> {
+        let bad = |code, msg: &str| CoreError::invalid("Upload-Checksum", Invalid::new(code, msg));
+        let (name, value) = header
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| bad("invalid_checksum", "expected `<algorithm> <base64>`"))?;
+        let (algorithm, len) = match name {
+            "sha1" => (ChecksumAlgorithm::Sha1, 20),
+            "sha256" => (ChecksumAlgorithm::Sha256, 32),
+            _ => {
+                return Err(bad(
+                    "unsupported_checksum_algorithm",
+                    "supported algorithms: sha1, sha256",
+                ));
+            }
+        };
+        let digest = B64
+            .decode(value.trim())
+            .ok()
+            .filter(|d| d.len() == len)
+            .ok_or_else(|| bad("invalid_checksum", "not a base64 digest of that algorithm"))?;
+        Ok(Self { algorithm, digest })
+    }
+}
+
+/// What a creation request says.
+#[derive(Debug, Clone, Default)]
+pub struct TusCreateInput {
+    /// `Upload-Length`.
+    pub length: Option<u64>,
+    /// `Upload-Defer-Length: 1`.
+    pub defer_length: bool,
+    /// The raw `Upload-Metadata`.
+    pub metadata: Option<String>,
+}
+
+/// What a PATCH (or a creation-with-upload) says besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct TusPatchInput {
+    pub offset: u64,
+    /// `Upload-Length`, to declare a deferred length.
+    pub length: Option<u64>,
+    pub checksum: Option<Checksum>,
+    /// `Content-Length`, when the client sent one.
+    pub content_length: Option<u64>,
+}
+
+/// What tus responses report about an upload.
+#[derive(Debug, Clone)]
+pub struct TusInfo {
+    pub id: UploadId,
+    pub offset: u64,
+    pub length: Option<u64>,
+    pub metadata: String,
+    /// Set while the upload is pending.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub status: UploadStatus,
+}
+
+impl TusInfo {
+    fn new(upload: &Upload, tus: &TusState) -> Self {
+        Self {
+            id: upload.id,
+            offset: tus.offset,
+            length: tus.length,
+            metadata: tus.metadata.clone(),
+            expires_at: (upload.status == UploadStatus::Pending).then_some(upload.expires_at),
+            status: upload.status,
+        }
+    }
+}
+
+/// `Upload-Metadata`: comma-separated `key base64value` pairs (the value may
+/// be absent). Keys must be unique.
+pub fn parse_metadata(raw: &str) -> Result<Vec<(String, Option<String>)>, CoreError> {
+    let bad = |msg: &str| {
+        CoreError::invalid(
+            "Upload-Metadata",
+            Invalid::new("invalid_metadata", msg.to_owned()),
+        )
+    };
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut it = pair.split(' ').filter(|s| !s.is_empty());
+        let key = it.next().ok_or_else(|| bad("empty pair"))?;
+        let value = match it.next() {
+            Some(v) => {
+                let bytes = B64.decode(v).map_err(|_| bad("a value is not base64"))?;
+                Some(String::from_utf8(bytes).map_err(|_| bad("a value is not UTF-8"))?)
+            }
+            None => None,
+        };
+        if it.next().is_some() || out.iter().any(|(k, _)| k == key) {
+            return Err(bad("malformed or repeated key"));
+        }
+        out.push((key.to_owned(), value));
+    }
+    Ok(out)
+}
+
+fn conflict(code: &'static str, msg: &str) -> CoreError {
+    CoreError::conflict(code, msg)
+}
+
+fn internal_key(s: &str) -> Result<ObjectKey, CoreError> {
+    ObjectKey::parse(s).map_err(|e| CoreError::Internal(e.message.into()))
+}
+
+impl Service {
+    /// `Tus-Max-Size`: the service-wide maximum (a tenant may have less).
+    pub fn tus_max_size(&self) -> u64 {
+        self.uploads.max_upload_bytes
+    }
+
+    /// Creation: checks metadata, rights and limits, writes the upload and
+    /// its tus row. Creation-with-upload then calls [`Self::tus_patch`].
+    pub async fn tus_create(
+        &self,
+        actor: &Actor,
+        input: TusCreateInput,
+    ) -> Result<TusInfo, CoreError> {
+        let raw = input.metadata.unwrap_or_default();
+        let metadata = parse_metadata(&raw)?;
+        let get = |k: &str| {
+            metadata
+                .iter()
+                .find(|(key, _)| key == k)
+                .and_then(|(_, v)| v.clone())
+        };
+        let project_id = get("project_id")
+            .ok_or_else(|| {
+                CoreError::invalid(
+                    "project_id",
+                    Invalid::new("required", "Upload-Metadata must carry project_id"),
+                )
+            })?
+            .parse::<ProjectId>()
+            .map_err(|_| {
+                CoreError::invalid("project_id", Invalid::new("invalid_id", "not a project id"))
+            })?;
+        let length = match (input.length, input.defer_length) {
+            (Some(_), true) | (None, false) => {
+                return Err(CoreError::invalid(
+                    "Upload-Length",
+                    Invalid::new(
+                        "required",
+                        "send Upload-Length or Upload-Defer-Length: 1, not both",
+                    ),
+                ));
+            }
+            (Some(0), false) => {
+                return Err(CoreError::invalid(
+                    "Upload-Length",
+                    Invalid::new("empty_file", "must be at least 1 byte"),
+                ));
+            }
+            (length, _) => length,
+        };
+        let filename = Filename::parse(get("filename").as_deref().unwrap_or("upload"))
+            .map_err(|e| CoreError::invalid("filename", e))?;
+        let content_type = match get("filetype") {
+            Some(t) => ContentType::parse(&t).map_err(|e| CoreError::UnsupportedType(e.message))?,
+            None => ContentType::UNDECLARED,
+        };
+        let project = self
+            .authorized_project(actor, project_id, ProjectAction::Upload)
+            .await?;
+        let size = length.unwrap_or(0);
+        let limits = self.check_size(actor, &project, size).await?;
+        self.check_quota(actor, limits, size).await?;
+        if !self.blobs.supports_staging() {
+            return Err(CoreError::NotImplemented(format!(
+                "tus uploads are not available on the {} blob store yet",
+                self.blobs.backend()
+            )));
+        }
+        let now = self.clock.now();
+        let id = UploadId::new();
+        let new = NewUpload {
+            id,
+            project_id,
+            uploaded_by: actor.user_id,
+            filename,
+            content_type,
+            size,
+            sha256: None,
+            object_key: ObjectKey::original(actor.tenant_id, project_id, id),
+            transfer: Transfer::Single,
+            expires_at: now + EXPIRY,
+            created_at: now,
+        };
+        let tus = NewTus {
+            length,
+            metadata: raw,
+            staging_key: ObjectKey::tus_staging(actor.tenant_id, project_id, id),
+        };
+        let upload = self.store.tus_create(actor.tenant_id, &new, &tus).await?;
+        metrics::counter!("uploads_initiated_total").increment(1);
+        tracing::info!(upload_id = %id, project_id = %project_id, ?length, "tus upload created");
+        Ok(TusInfo {
+            id,
+            offset: 0,
+            length,
+            metadata: tus.metadata,
+            expires_at: Some(upload.expires_at),
+            status: upload.status,
+        })
+    }
+
+    /// A tus upload as the actor may see it; 410 when it is gone.
+    async fn tus_upload(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        write: bool,
+    ) -> Result<(Upload, TusState), CoreError> {
+        let upload = if write {
+            self.owned_upload(actor, id).await?
+        } else {
+            self.authorized_upload(actor, id, ProjectAction::Read)
+                .await?
+        };
+        let tus = self
+            .store
+            .tus_get(actor.tenant_id, id)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        let expired = upload.status == UploadStatus::Expired
+            || (upload.status == UploadStatus::Pending && upload.expires_at <= self.clock.now());
+        if expired || upload.deleted_at.is_some() {
+            return Err(conflict(
+                codes::GONE,
+                "the upload expired or was terminated",
+            ));
+        }
+        Ok((upload, tus))
+    }
+
+    /// HEAD. Also finishes an upload whose last byte was acknowledged by a
+    /// process that died before it could finish it.
+    pub async fn tus_head(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        trace_context: Option<String>,
+    ) -> Result<TusInfo, CoreError> {
+        let (mut upload, tus) = self.tus_upload(actor, id, false).await?;
+        if upload.status == UploadStatus::Pending && tus.length == Some(tus.offset) {
+            let token = uuid::Uuid::now_v7();
+            let now = self.clock.now();
+            if self
+                .store
+                .tus_lock(actor.tenant_id, id, token, now + LEASE, now)
+                .await?
+            {
+                let finished = self.tus_finish(&upload, &tus, trace_context).await;
+                self.unlock(actor, id, token).await;
+                upload = finished?;
+            }
+        }
+        Ok(TusInfo::new(&upload, &tus))
+    }
+
+    async fn unlock(&self, actor: &Actor, id: UploadId, token: uuid::Uuid) {
+        if let Err(e) = self.store.tus_unlock(actor.tenant_id, id, token).await {
+            // The lease runs out by itself.
+            tracing::warn!(error = %e, upload_id = %id, "could not release a tus lease");
+        }
+    }
+
+    /// Staging → the original, then `UPLOADED` + job. Idempotent.
+    async fn tus_finish(
+        &self,
+        upload: &Upload,
+        tus: &TusState,
+        trace_context: Option<String>,
+    ) -> Result<Upload, CoreError> {
+        let length = tus.length.unwrap_or(tus.offset);
+        let key = internal_key(&upload.object_key)?;
+        let staging = internal_key(&tus.staging_key)?;
+        let done =
+            matches!(self.blobs.head(&key).await.map_err(storage)?, Some(m) if m.size == length);
+        if !done {
+            self.blobs
+                .staging_finish(&staging, length, &key)
+                .await
+                .map_err(storage)?;
+        }
+        self.mark_uploaded(upload, trace_context).await
+    }
+
+    /// PATCH: appends the body at `input.offset` under the lease, and
+    /// finishes the upload on its last byte.
+    pub async fn tus_patch(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        input: TusPatchInput,
+        body: ByteStream,
+        trace_context: Option<String>,
+    ) -> Result<TusInfo, CoreError> {
+        let (upload, mut tus) = self.tus_upload(actor, id, true).await?;
+        if input.offset != tus.offset {
+            return Err(conflict(
+                codes::OFFSET_MISMATCH,
+                "Upload-Offset is not the upload's offset; HEAD it and resume from there",
+            ));
+        }
+        if upload.status != UploadStatus::Pending {
+            // Complete already: a repeated last PATCH with an empty body.
+            return Ok(TusInfo::new(&upload, &tus));
+        }
+        match (tus.length, input.length) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(conflict(codes::LENGTH_CONFLICT, "Upload-Length differs"));
+            }
+            (None, Some(length)) => {
+                if length < tus.offset || length == 0 {
+                    return Err(conflict(
+                        codes::LENGTH_CONFLICT,
+                        "Upload-Length is below the offset",
+                    ));
+                }
+                let project = self
+                    .authorized_project(actor, upload.project_id, ProjectAction::Upload)
+                    .await?;
+                let limits = self.check_size(actor, &project, length).await?;
+                self.check_quota(actor, limits, length).await?;
+                let now = self.clock.now();
+                let declared = self
+                    .store
+                    .tus_declare_length(actor.tenant_id, id, length, now)
+                    .await;
+                // The upload row's size changed.
+                self.invalidate_upload(actor.tenant_id, id).await;
+                if !declared? {
+                    return Err(conflict(
+                        codes::LENGTH_CONFLICT,
+                        "the length is already set",
+                    ));
+                }
+                tus.length = Some(length);
+            }
+            _ => {}
+        }
+        let limits = self.store.tenant_limits(actor.tenant_id).await?;
+        let end = tus.length.unwrap_or(self.max_upload_bytes(limits));
+        let room = end.saturating_sub(tus.offset);
+        if input.content_length.is_some_and(|n| n > room) {
+            return Err(conflict(
+                codes::EXCEEDS_LENGTH,
+                "the chunk goes past the upload's length",
+            ));
+        }
+
+        let token = uuid::Uuid::now_v7();
+        let now = self.clock.now();
+        if !self
+            .store
+            .tus_lock(actor.tenant_id, id, token, now + LEASE, now)
+            .await?
+        {
+            return Err(conflict(
+                codes::LOCKED,
+                "another request is writing to this upload",
+            ));
+        }
+        let result = self
+            .locked_patch(actor, &upload, tus, token, input, room, body, trace_context)
+            .await;
+        self.unlock(actor, id, token).await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn locked_patch(
+        &self,
+        actor: &Actor,
+        upload: &Upload,
+        tus: TusState,
+        token: uuid::Uuid,
+        input: TusPatchInput,
+        room: u64,
+        body: ByteStream,
+        trace_context: Option<String>,
+    ) -> Result<TusInfo, CoreError> {
+        let id = upload.id;
+        // The offset may have moved between the read and the lock.
+        let tus = match self.store.tus_get(actor.tenant_id, id).await? {
+            Some(fresh) if fresh.offset == input.offset => TusState {
+                length: fresh.length.or(tus.length),
+                ..fresh
+            },
+            Some(_) => {
+                return Err(conflict(
+                    codes::OFFSET_MISMATCH,
+                    "Upload-Offset is not the upload's offset; HEAD it and resume from there",
+                ));
+            }
+            None => return Err(CoreError::NotFound),
+        };
+        let staging = internal_key(&tus.staging_key)?;
+        let shared = Arc::new(Mutex::new(Tally {
+            bytes: 0,
+            hasher: input.checksum.as_ref().map(|c| match c.algorithm {
+                ChecksumAlgorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+                ChecksumAlgorithm::Sha256 => Hasher::Sha256(Sha256::new()),
+            }),
+            over: false,
+        }));
+        let counted: ByteStream = Box::pin(Counted {
+            inner: body,
+            tally: shared.clone(),
+            room,
+        });
+        let append = self.blobs.staging_append(&staging, tus.offset, counted);
+        let renew = async {
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                let now = self.clock.now();
+                match self
+                    .store
+                    .tus_lock(actor.tenant_id, id, token, now + LEASE, now)
+                    .await
+                {
+                    Ok(true) => {}
+                    _ => return,
+                }
+            }
+        };
+        let staged: StagedWrite =
+            match futures_util::future::select(Box::pin(append), Box::pin(renew)).await {
+                futures_util::future::Either::Left((r, _)) => r.map_err(storage)?,
+                futures_util::future::Either::Right(_) => {
+                    return Err(conflict(codes::LOCKED, "the upload's lease was lost"));
+                }
+            };
+        let (over, digest) = {
+            let mut t = shared.lock().unwrap_or_else(|e| e.into_inner());
+            (t.over, t.hasher.take().map(Hasher::finish))
+        };
+        if let Some(expected) = &input.checksum {
+            if staged.interrupted.is_some() {
+                return Err(conflict(
+                    codes::CHECKSUM_MISMATCH,
+                    "the chunk was interrupted and cannot be verified; it was discarded",
+                ));
+            }
+            if digest.as_deref() != Some(expected.digest.as_slice()) {
+                return Err(conflict(
+                    codes::CHECKSUM_MISMATCH,
+                    "the chunk does not match Upload-Checksum; it was discarded",
+                ));
+            }
+        }
+        let new_offset = tus.offset + staged.written;
+        if staged.written > 0 {
+            let now = self.clock.now();
+            if !self
+                .store
+                .tus_advance(actor.tenant_id, id, token, tus.offset, new_offset, now)
+                .await?
+            {
+                return Err(conflict(codes::LOCKED, "the upload's lease was lost"));
+            }
+        }
+        let tus = TusState {
+            offset: new_offset,
+            ..tus
+        };
+        if over {
+            return Err(conflict(
+                codes::EXCEEDS_LENGTH,
+                "the chunk goes past the upload's length; the bytes that fit were kept",
+            ));
+        }
+        if let Some(e) = staged.interrupted {
+            tracing::info!(upload_id = %id, offset = new_offset, error = %e, "tus PATCH interrupted; received bytes kept");
+        }
+        let upload = if tus.length == Some(new_offset) {
+            self.tus_finish(upload, &tus, trace_context).await?
+        } else {
+            upload.clone()
+        };
+        Ok(TusInfo::new(&upload, &tus))
+    }
+
+    /// Termination: a pending upload is expired at once and its staged bytes
+    /// deleted; a finished one goes to the trash.
+    pub async fn tus_terminate(&self, actor: &Actor, id: UploadId) -> Result<(), CoreError> {
+        let (upload, tus) = self.tus_upload(actor, id, true).await?;
+        if upload.status == UploadStatus::Pending {
+            let terminated = self
+                .store
+                .tus_terminate(actor.tenant_id, id, self.clock.now())
+                .await;
+            self.invalidate_upload(actor.tenant_id, id).await;
+            terminated?.ok_or(CoreError::NotFound)?;
+            self.blobs
+                .staging_delete(&internal_key(&tus.staging_key)?)
+                .await
+                .map_err(storage)?;
+        } else {
+            let trashed = self
+                .store
+                .upload_trash(actor.tenant_id, id, self.clock.now())
+                .await;
+            self.invalidate_upload(actor.tenant_id, id).await;
+            trashed?.ok_or(CoreError::NotFound)?;
+        }
+        Ok(())
+    }
+}
+
+enum Hasher {
+    Sha1(sha1::Sha1),
+    Sha256(Sha256),
+}
+
+impl Hasher {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha1(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+struct Tally {
+    bytes: u64,
+    hasher: Option<Hasher>,
+    /// The body went past the room it had; it was cut there.
+    over: bool,
+}
+
+/// The PATCH body on its way to staging: hashed for the checksum, and cut
+/// (with an error, so storage keeps what fit) where it would pass `room`.
+struct Counted {
+    inner: ByteStream,
+    tally: Arc<Mutex<Tally>>,
+    room: u64,
+}
+
+impl Stream for Counted {
+    type Item = Result<Bytes, BlobError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let room = self.room;
+        let tally = self.tally.clone();
+        let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+        if t.over {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(mut chunk))) => {
+                let left = room - t.bytes;
+                if chunk.len() as u64 > left {
+                    t.over = true;
+                    if left == 0 {
+                        return Poll::Ready(Some(Err(BlobError::Denied("exceeds_length"))));
+                    }
+                    chunk.truncate(left as usize);
+                }
+                t.bytes += chunk.len() as u64;
+                if let Some(h) = t.hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_parses() {
+        let m = parse_metadata("filename Zm9vLmpwZw==,is_confidential, project_id YWJj").ok();
+        assert_eq!(
+            m,
+            Some(vec![
+                ("filename".to_owned(), Some("foo.jpg".to_owned())),
+                ("is_confidential".to_owned(), None),
+                ("project_id".to_owned(), Some("abc".to_owned())),
+            ])
+        );
+        assert!(parse_metadata("a !!!").is_err());
+        assert!(parse_metadata("a YQ==,a YQ==").is_err());
+        assert!(parse_metadata("a YQ== YQ==").is_err());
+    }
+
+    #[test]
+    fn checksums_parse() {
+        let sha1 = format!("sha1 {}", B64.encode([0u8; 20]));
+        assert!(Checksum::parse(&sha1).is_ok());
+        assert!(Checksum::parse(&format!("sha256 {}", B64.encode([0u8; 32]))).is_ok());
+        assert!(Checksum::parse("md5 AAAA").is_err());
+        assert!(Checksum::parse(&format!("sha1 {}", B64.encode([0u8; 32]))).is_err());
+    }
+}
