@@ -111,6 +111,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
+        let breaker_wait = match &self {
+            ApiError::Blob(e) | ApiError::Core(CoreError::StorageUnavailable(e)) => {
+                e.circuit_open()
+            }
+            _ => None,
+        };
         let detail = match &self {
             ApiError::Core(CoreError::NotFound) => "no such resource".to_owned(),
             ApiError::Core(CoreError::Unauthorized) => {
@@ -156,7 +162,10 @@ impl IntoResponse for ApiError {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            metrics::counter!("http_unavailable_total", "reason" => code).increment(1);
+            // An open storage breaker knows when it lets calls through again.
+            let seconds = breaker_wait.map_or(5, |d| d.as_secs().max(1));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -100,6 +100,10 @@ impl App {
             &secret,
         )
         .await?;
+        let blobs: Arc<dyn BlobStore> = Arc::new(buildpeer_storage::CircuitBreaker::new(
+            blobs,
+            config.breaker,
+        ));
         let service = Service::new(Deps {
             store,
             blobs,

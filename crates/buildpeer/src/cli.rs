@@ -89,6 +89,8 @@ async fn operator_service(
         &key,
     )
     .await?;
+    let breaker = common.breaker.settings().map_err(|e| anyhow::anyhow!(e))?;
+    let blobs = Arc::new(buildpeer_storage::CircuitBreaker::new(blobs, breaker));
     Ok(Service::new(Deps {
         store,
         blobs,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use buildpeer_core::service::UploadSettings;
+use buildpeer_storage::BreakerConfig;
 
 use crate::media::{MediaSettings, parse_sizes};
 use crate::worker::WorkerSettings;
@@ -108,6 +109,76 @@ pub struct CommonArgs {
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,buildpeer_api=debug`).
     #[arg(long, env = "BUILDPEER_LOG", default_value = "info,sqlx=warn")]
     pub log: String,
+
+    #[command(flatten)]
+    pub breaker: BreakerArgs,
+}
+
+/// The storage circuit breaker (the seed's numbers by default).
+#[derive(Debug, Clone, Args)]
+pub struct BreakerArgs {
+    /// Calls the breaker's sliding window holds.
+    #[arg(long, env = "BUILDPEER_STORAGE_BREAKER_WINDOW", default_value_t = 20)]
+    pub storage_breaker_window: usize,
+    /// Seconds a call stays in the window.
+    #[arg(
+        long,
+        env = "BUILDPEER_STORAGE_BREAKER_WINDOW_SECS",
+        default_value_t = 10.0
+    )]
+    pub storage_breaker_window_secs: f64,
+    /// Fewest calls in the window before it may open.
+    #[arg(long, env = "BUILDPEER_STORAGE_BREAKER_MIN_CALLS", default_value_t = 5)]
+    pub storage_breaker_min_calls: usize,
+    /// Share of failed calls in the window that opens it.
+    #[arg(
+        long,
+        env = "BUILDPEER_STORAGE_BREAKER_FAILURE_RATIO",
+        default_value_t = 0.5
+    )]
+    pub storage_breaker_failure_ratio: f64,
+    /// Seconds it stays open before a trial call.
+    #[arg(
+        long,
+        env = "BUILDPEER_STORAGE_BREAKER_OPEN_SECS",
+        default_value_t = 30.0
+    )]
+    pub storage_breaker_open_secs: f64,
+    /// Timeout of each storage call that does not stream a body, in seconds.
+    #[arg(long, env = "BUILDPEER_STORAGE_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub storage_timeout_secs: f64,
+}
+
+impl BreakerArgs {
+    pub fn settings(&self) -> Result<BreakerConfig, String> {
+        let secs = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{name} must be a positive number of seconds"))
+        };
+        if !(self.storage_breaker_failure_ratio > 0.0 && self.storage_breaker_failure_ratio <= 1.0)
+        {
+            return Err("BUILDPEER_STORAGE_BREAKER_FAILURE_RATIO must be in (0, 1]".into());
+        }
+        if self.storage_breaker_window == 0 || self.storage_breaker_min_calls == 0 {
+            return Err("the storage breaker's window and minimum calls must be positive".into());
+        }
+        Ok(BreakerConfig {
+            window: self.storage_breaker_window,
+            window_time: secs(
+                "BUILDPEER_STORAGE_BREAKER_WINDOW_SECS",
+                self.storage_breaker_window_secs,
+            )?,
+            min_calls: self.storage_breaker_min_calls,
+            failure_ratio: self.storage_breaker_failure_ratio,
+            open_for: secs(
+                "BUILDPEER_STORAGE_BREAKER_OPEN_SECS",
+                self.storage_breaker_open_secs,
+            )?,
+            call_timeout: secs("BUILDPEER_STORAGE_TIMEOUT_SECS", self.storage_timeout_secs)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -362,6 +433,8 @@ pub struct Config {
     pub run_worker: bool,
     /// Cache (Redis or in-process) and rate limits.
     pub cache: crate::cache::CacheConfig,
+    /// The circuit breaker in front of storage.
+    pub breaker: BreakerConfig,
 }
 
 impl Config {
@@ -382,6 +455,7 @@ impl Config {
             processing,
             run_worker: !args.no_worker,
             cache: args.cache.settings(),
+            breaker: args.common.breaker.settings()?,
         })
     }
 
@@ -407,6 +481,7 @@ impl Config {
             processing: ProcessingConfig::default(),
             run_worker: true,
             cache: crate::cache::CacheConfig::default(),
+            breaker: BreakerConfig::default(),
         }
     }
 }

@@ -211,6 +211,23 @@ async fn run_one(
             Some(JobResult::Dead { error }) => {
                 record_failure(&service, &job, &error, None, elapsed).await;
             }
+            Some(JobResult::Defer { delay }) => {
+                metrics::counter!("worker_deferred_total", "kind" => kind).increment(1);
+                tracing::info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "storage unavailable; job deferred without using an attempt"
+                );
+                let now = Utc::now();
+                let run_at = now
+                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(30));
+                if let Err(e) = service
+                    .store()
+                    .job_defer(job.id, job.attempts, run_at, now)
+                    .await
+                {
+                    tracing::warn!(job_id = %job.id, error = %e, "could not defer the job");
+                }
+            }
         }
     }
     .instrument(span)

@@ -549,7 +549,7 @@ async fn redis_outage_costs_no_5xx() {
         let ready = app.send(app.request(Method::GET, "/readyz", None)).await;
         assert_eq!(
             ready.json(),
-            json!({"status": "ok", "checks": {"database": "ok", "cache": "ok"}})
+            json!({"status": "ok", "checks": {"database": "ok", "cache": "ok", "storage": "ok"}})
         );
 
         let traffic = |rounds: usize| {
@@ -602,7 +602,7 @@ async fn redis_outage_costs_no_5xx() {
         ready.assert_status(200);
         assert_eq!(
             ready.json(),
-            json!({"status": "degraded", "checks": {"database": "ok", "cache": "down"}})
+            json!({"status": "degraded", "checks": {"database": "ok", "cache": "down", "storage": "ok"}})
         );
 
         // Limits fall back to this process: a user over its burst is refused.

@@ -28,7 +28,7 @@ async fn health_and_readiness(backend: Backend) {
     );
     assert_eq!(
         resp.json(),
-        json!({ "status": "ok", "checks": { "database": "ok", "cache": "ok" } })
+        json!({ "status": "ok", "checks": { "database": "ok", "cache": "ok", "storage": "ok" } })
     );
     // No token needed, and a bad one is ignored.
     app.call(Method::GET, "/readyz", Some("garbage"), None)

@@ -99,7 +99,7 @@ async fn database_refusing_connections() {
         let resp = wait_ready(&app, 503).await;
         assert_eq!(
             resp.json(),
-            json!({ "status": "unavailable", "checks": { "database": "down", "cache": "ok" } })
+            json!({ "status": "unavailable", "checks": { "database": "down", "cache": "ok", "storage": "ok" } })
         );
         app.call(Method::GET, "/healthz", None, None)
             .await

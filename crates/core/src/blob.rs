@@ -154,6 +154,15 @@ pub struct StagedWrite {
     pub interrupted: Option<BlobError>,
 }
 
+/// The source of a `BlobError::Unavailable` that a circuit breaker returned
+/// without calling storage: the store failed too often lately, and no call
+/// goes through before `retry_after` has passed.
+#[derive(Debug, thiserror::Error)]
+#[error("the storage circuit breaker is open; retry in {}s", retry_after.as_secs().max(1))]
+pub struct CircuitOpen {
+    pub retry_after: std::time::Duration,
+}
+
 /// Errors of a blob-store adapter.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -174,6 +183,17 @@ pub enum BlobError {
     Unsupported(&'static str),
     #[error("blob store error")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl BlobError {
+    /// When the store refused the call because its circuit breaker is open:
+    /// how long until it lets a call through again.
+    pub fn circuit_open(&self) -> Option<std::time::Duration> {
+        match self {
+            BlobError::Unavailable(e) => e.downcast_ref::<CircuitOpen>().map(|c| c.retry_after),
+            _ => None,
+        }
+    }
 }
 
 /// Object storage.
@@ -292,6 +312,12 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn staging_delete(&self, staging: &ObjectKey) -> Result<(), BlobError> {
         let _ = staging;
         Ok(())
+    }
+
+    /// `Some(time until it half-opens)` while a circuit breaker in front of
+    /// this store refuses calls; `None` for a bare adapter.
+    fn circuit_open(&self) -> Option<std::time::Duration> {
+        None
     }
 
     /// The local adapter serves its own signed URLs; S3 serves them itself.

@@ -21,6 +21,9 @@ use buildpeer_core::blob::{BlobError, BlobStore, CompletedPart};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretSlice};
 
+pub use breaker::{BreakerConfig, CircuitBreaker};
+
+pub mod breaker;
 mod local;
 mod s3;
 mod sigv4;

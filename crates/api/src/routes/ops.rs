@@ -26,11 +26,13 @@ struct Readiness {
 struct Checks {
     database: &'static str,
     cache: &'static str,
+    storage: &'static str,
 }
 
 /// Ready to serve: the database answers within two seconds (503 otherwise).
 /// A cache that does not answer makes the service slower, not unable: it
-/// reports `degraded` and stays ready (200).
+/// reports `degraded` and stays ready (200). So does storage whose circuit
+/// breaker is open: browsing goes on while uploads answer 503.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let cache = state.service.caching().port();
     let (db, cache_ok) = tokio::join!(
@@ -39,8 +41,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     );
     let db_ok = matches!(db, Ok(Ok(())));
     let cache_ok = matches!(cache_ok, Ok(Ok(())));
+    let storage_ok = state.service.blobs().circuit_open().is_none();
     let word = |ok: bool| if ok { "ok" } else { "down" };
-    let (status, overall) = match (db_ok, cache_ok) {
+    let (status, overall) = match (db_ok, cache_ok && storage_ok) {
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         (true, false) => (StatusCode::OK, "degraded"),
         (true, true) => (StatusCode::OK, "ok"),
@@ -52,6 +55,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             checks: Checks {
                 database: word(db_ok),
                 cache: word(cache_ok),
+                storage: word(storage_ok),
             },
         }),
     )

@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use buildpeer::Config;
-use buildpeer::app::{App, connect_store, open_blobs};
+use buildpeer::app::{App, connect_store};
 use buildpeer_core::Service;
 use buildpeer_core::auth::TokenKeys;
+use buildpeer_core::blob::BlobStore;
 use buildpeer_core::clock::SystemClock;
 use buildpeer_core::service::{CreateTenantInput, Deps};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
@@ -192,11 +193,11 @@ pub fn with_database(url: &str, db: &str) -> String {
 
 // ---- The app under test ----------------------------------------------------
 
-/// A `Service` on the app's database and object storage. The local store
-/// signs its links with a key derived from the app's JWT secret (the
-/// configured one, or the one the app generated in the data dir), so the
-/// links this handle signs work against the app too.
-async fn second_service(config: &Config, addr: SocketAddr) -> Service {
+/// A `Service` on the app's database and the app's own blob store (its
+/// circuit breaker included, as the in-process worker sees it). Tokens are
+/// signed with the app's JWT secret (the configured one, or the one the app
+/// generated in the data dir).
+async fn second_service(config: &Config, blobs: Arc<dyn BlobStore>) -> Service {
     let store = connect_store(&config.database, &config.data_dir)
         .await
         .expect("second store handle");
@@ -209,18 +210,6 @@ async fn second_service(config: &Config, addr: SocketAddr) -> Service {
             .to_vec(),
     };
     let secret = SecretSlice::from(secret);
-    let public_url = match &config.public_url {
-        Some(u) => u.trim_end_matches('/').to_owned(),
-        None => format!("http://{addr}"),
-    };
-    let blobs = open_blobs(
-        config.storage_url.as_deref(),
-        &config.data_dir,
-        public_url,
-        &secret,
-    )
-    .await
-    .expect("second blob store handle");
     Service::new(Deps {
         store,
         blobs,
@@ -286,11 +275,12 @@ impl TestApp {
         // The operator handle shares the app's cache, so its writes (sweeps)
         // invalidate what the app cached.
         let caching = Arc::clone(app.service().caching());
+        let blobs = Arc::clone(app.service().blobs());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
-        let service = second_service(&config, addr).await.with_cache(caching);
+        let service = second_service(&config, blobs).await.with_cache(caching);
         // Redirects are answers to look at (the download's 307), not to follow.
         let client = reqwest::Client::builder()
             .no_proxy()

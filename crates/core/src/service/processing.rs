@@ -44,6 +44,12 @@ pub enum JobResult {
     Dead {
         error: String,
     },
+    /// Storage's circuit breaker is open: run again after `delay` without
+    /// counting this attempt, so an outage of any length dead-letters
+    /// nothing (the upload stays `UPLOADED`, the seed's "Processing...").
+    Defer {
+        delay: std::time::Duration,
+    },
 }
 
 /// Why one run failed.
@@ -53,6 +59,8 @@ enum RunError {
     Permanent(UploadFailure),
     #[error("{code}: {message}")]
     Transient { code: &'static str, message: String },
+    #[error("storage circuit breaker open; retry in {0:?}")]
+    Deferred(std::time::Duration),
 }
 
 impl From<StoreError> for RunError {
@@ -74,6 +82,9 @@ impl From<MediaFailure> for RunError {
 }
 
 fn blob_error(e: BlobError) -> RunError {
+    if let Some(wait) = e.circuit_open() {
+        return RunError::Deferred(wait);
+    }
     match e {
         BlobError::NotFound => RunError::Permanent(UploadFailure {
             code: "original_missing".into(),
@@ -124,6 +135,10 @@ impl Service {
             }
         };
         let id = payload.upload_id;
+        // Storage is known to be down: leave the upload as it is.
+        if let Some(delay) = self.blobs.circuit_open() {
+            return JobResult::Defer { delay };
+        }
         let started = Instant::now();
         let outcome = self.process_upload(job, id).await;
         let elapsed = started.elapsed().as_secs_f64();
@@ -133,6 +148,7 @@ impl Service {
                 metrics::counter!("uploads_processed_total", "outcome" => "completed").increment(1);
                 return JobResult::Done;
             }
+            Err(RunError::Deferred(delay)) => return JobResult::Defer { delay },
             Err(RunError::Permanent(failure)) => {
                 let error = failure.to_string();
                 self.fail_upload(job, id, &failure).await;
