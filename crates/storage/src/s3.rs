@@ -230,16 +230,17 @@ fn map_error(e: object_store::Error) -> BlobError {
     let mut source: Option<&(dyn StdError + 'static)> = Some(&e);
     while let Some(err) = source {
         if let Some(http) = err.downcast_ref::<HttpError>() {
-            if matches!(
-                http.kind(),
-                HttpErrorKind::Connect
-                    | HttpErrorKind::Request
-                    | HttpErrorKind::Timeout
-                    | HttpErrorKind::Interrupted
-            ) {
+            // Every transport failure but a garbled answer means the store
+            // could not be reached or dropped us: `Unknown` is what a
+            // connection closed before the answer (a store going down, a
+            // proxy cutting it) comes out as.
+            if !matches!(http.kind(), HttpErrorKind::Decode) {
                 return BlobError::Unavailable(Box::new(e));
             }
             break;
+        }
+        if err.downcast_ref::<std::io::Error>().is_some() {
+            return BlobError::Unavailable(Box::new(e));
         }
         source = err.source();
     }
@@ -601,7 +602,17 @@ mod tests {
             BlobError::Unavailable(_)
         ));
         assert!(matches!(
-            map_error(generic(HttpErrorKind::Decode)),
+            map_error(generic(HttpErrorKind::Unknown)),
+            BlobError::Unavailable(_)
+        ));
+        assert!(matches!(
+            map_error(object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(HttpError::new(
+                    HttpErrorKind::Decode,
+                    std::io::Error::other("garbled")
+                )),
+            }),
             BlobError::Other(_)
         ));
         let not_found = object_store::Error::NotFound {
