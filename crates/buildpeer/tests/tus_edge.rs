@@ -1,7 +1,7 @@
 //! tus edge cases that tests/tus.rs does not cover, on the in-process app:
 //! two colliding PATCHes (the lease in the database: 423 + `Retry-After`,
-//! nothing changed) and the termination of a finished upload (trash, then
-//! 410). Like tests/tus.rs, the `postgres` deployment on S3 expects 501 at
+//! nothing changed), the termination of a finished upload (trash, then
+//! 410) and the expiry sweeper expiring a tus upload (410, staging removed). Like tests/tus.rs, the `postgres` deployment on S3 expects 501 at
 //! creation until tus on S3 lands; on PostgreSQL + local disk it runs fully.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,11 +13,17 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::{Backend, Resp, TestApp};
 use reqwest::Method;
+use secrecy::ExposeSecret as _;
+use sqlx::Connection as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-scenarios!(colliding_patches, delete_finished_upload);
+scenarios!(
+    colliding_patches,
+    delete_finished_upload,
+    sweeper_expires_tus_upload
+);
 
 fn tus(app: &TestApp, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
     app.request(method, path, Some(token))
@@ -185,4 +191,94 @@ async fn delete_finished_upload(backend: Backend) {
         ))
         .await;
     assert!(r.status.is_success(), "{r}");
+}
+
+/// The staging files under the app's data dir (local store: `blobs/staging`).
+fn staging_files(app: &TestApp) -> usize {
+    fn walk(dir: &std::path::Path, in_staging: bool, n: &mut usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let staging = in_staging || e.file_name() == "staging";
+            if path.is_dir() {
+                walk(&path, staging, n);
+            } else if staging {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(&app.config.data_dir, false, &mut n);
+    n
+}
+
+/// Moves the upload's expiry into the past, straight in the database: the
+/// tus expiry is 24 h after creation and the app runs on the system clock.
+/// `created_at` has the column's own type and format on both databases.
+async fn expire_now(app: &TestApp, id: Uuid) {
+    let url = app.config.database.url.expose_secret().to_owned();
+    if app.config.database.is_sqlite() {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let done = sqlx::query("UPDATE uploads SET expires_at = created_at WHERE id = ?1")
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        let _ = conn.close().await;
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let done = sqlx::query("UPDATE uploads SET expires_at = created_at WHERE id = $1")
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        let _ = conn.close().await;
+    }
+}
+
+async fn sweeper_expires_tus_upload(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        // Only the sweep below runs in the test's time.
+        c.sweep_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let t = app.create_tenant("tus-expiry").await;
+    let token = t.admin.token();
+    let project = app.create_project(token, "Obra").await;
+    if s3_unsupported(&app, token, project).await {
+        return;
+    }
+    let before = staging_files(&app);
+    let r = create(&app, token, project, 100).await;
+    r.assert_status(201);
+    let loc = r.header("location").unwrap().to_owned();
+    let id: Uuid = loc.rsplit('/').next().unwrap().parse().unwrap();
+    patch(&app, token, &loc, 0, vec![5u8; 40])
+        .await
+        .assert_status(204);
+    assert_eq!(staging_files(&app), before + 1);
+
+    expire_now(&app, id).await;
+    // The sweep (which also drops the cached upload the direct write above
+    // left behind) expires it.
+    let report = app.service.sweep(100).await.expect("sweep");
+    assert_eq!(report.expired, 1, "{report:?}");
+    let up = app.get(&format!("/v1/uploads/{id}"), token).await;
+    up.assert_status(200);
+    assert_eq!(up.json()["status"], "EXPIRED", "{up}");
+    assert_eq!(
+        staging_files(&app),
+        before,
+        "the staging file was not removed"
+    );
+    app.send(tus(&app, Method::HEAD, &loc, token))
+        .await
+        .assert_status(410);
+    patch(&app, token, &loc, 40, vec![5u8; 10])
+        .await
+        .assert_status(410);
 }
