@@ -1,0 +1,52 @@
+// Uploads one file to a tus endpoint with tus-js-client (the real browser
+// client, here under Node), for tests/tus_interop.rs.
+//
+// node upload.mjs ENDPOINT TOKEN FILE PROJECT_ID CHUNK_SIZE STOP_AFTER [RESUME_URL]
+//   STOP_AFTER: 0 uploads everything; N > 0 aborts once at least N bytes are
+//   acknowledged (an interrupted upload). RESUME_URL continues that upload.
+// Prints `URL <upload url>` as soon as it is known, then `DONE` or `STOPPED <offset>`.
+import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
+
+const require = createRequire(process.env.TUS_JS_CLIENT_DIR + "/");
+const tus = require("tus-js-client");
+
+const [endpoint, token, file, project, chunk, stopAfter, resumeUrl] = process.argv.slice(2);
+const data = readFileSync(file);
+const stop = Number(stopAfter);
+let printed = false;
+
+const upload = new tus.Upload(data, {
+  endpoint,
+  uploadUrl: resumeUrl || null,
+  chunkSize: Number(chunk),
+  headers: { Authorization: `Bearer ${token}` },
+  metadata: { project_id: project, filename: basename(file), filetype: "image/jpeg" },
+  // No fingerprint store: resumption is driven by the URL the test passes.
+  storeFingerprintForResuming: false,
+  retryDelays: [100, 500, 1000, 1000, 2000],
+  onUploadUrlAvailable() {
+    if (!printed) {
+      printed = true;
+      console.log(`URL ${upload.url}`);
+    }
+  },
+  onChunkComplete(_size, accepted) {
+    if (stop > 0 && accepted >= stop && accepted < data.length) {
+      upload.abort(false).then(() => {
+        console.log(`STOPPED ${accepted}`);
+        process.exit(0);
+      });
+    }
+  },
+  onError(err) {
+    console.error(`ERROR ${err}`);
+    process.exit(1);
+  },
+  onSuccess() {
+    console.log("DONE");
+    process.exit(0);
+  },
+});
+upload.start();

@@ -1,0 +1,284 @@
+//! tus edge cases that tests/tus.rs does not cover, on the in-process app:
+//! two colliding PATCHes (the lease in the database: 423 + `Retry-After`,
+//! nothing changed), the termination of a finished upload (trash, then
+//! 410) and the expiry sweeper expiring a tus upload (410, staging removed). Like tests/tus.rs, the `postgres` deployment on S3 expects 501 at
+//! creation until tus on S3 lands; on PostgreSQL + local disk it runs fully.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{Backend, Resp, TestApp};
+use reqwest::Method;
+use secrecy::ExposeSecret as _;
+use sqlx::Connection as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+scenarios!(
+    colliding_patches,
+    delete_finished_upload,
+    sweeper_expires_tus_upload
+);
+
+fn tus(app: &TestApp, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+    app.request(method, path, Some(token))
+        .header("Tus-Resumable", "1.0.0")
+}
+
+async fn create(app: &TestApp, token: &str, project: Uuid, len: u64) -> Resp {
+    let meta = format!(
+        "project_id {},filename {},filetype {}",
+        B64.encode(project.to_string()),
+        B64.encode("obra.bin"),
+        B64.encode("application/pdf")
+    );
+    app.send(
+        tus(app, Method::POST, "/v1/tus", token)
+            .header("Upload-Length", len.to_string())
+            .header("Upload-Metadata", meta),
+    )
+    .await
+}
+
+async fn patch(app: &TestApp, token: &str, loc: &str, offset: u64, data: Vec<u8>) -> Resp {
+    app.send(
+        tus(app, Method::PATCH, loc, token)
+            .header("Upload-Offset", offset.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(data),
+    )
+    .await
+}
+
+async fn head_offset(app: &TestApp, token: &str, loc: &str) -> String {
+    let r = app.send(tus(app, Method::HEAD, loc, token)).await;
+    r.assert_status(200);
+    r.header("upload-offset").unwrap().to_owned()
+}
+
+/// On S3 tus creation answers 501 until tus on S3 lands; `true` then.
+async fn s3_unsupported(app: &TestApp, token: &str, project: Uuid) -> bool {
+    if !app.on_s3() {
+        return false;
+    }
+    create(app, token, project, 10)
+        .await
+        .assert_problem(501, "not_implemented");
+    eprintln!("skipped: tus creation on S3 answers 501 (not implemented yet)");
+    true
+}
+
+/// Opens a raw PATCH announcing `len` bytes and sends only the headers, so
+/// the server holds the upload's lease while it waits for the body.
+async fn open_slow_patch(app: &TestApp, token: &str, loc: &str, len: usize) -> TcpStream {
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {len}\r\n\
+         Connection: close\r\n\r\n",
+        app.addr
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![7u8; len / 2]).await.unwrap();
+    s.flush().await.unwrap();
+    s
+}
+
+async fn colliding_patches(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = app.create_tenant("tus-collide").await;
+    let token = t.admin.token();
+    let project = app.create_project(token, "Obra").await;
+    if s3_unsupported(&app, token, project).await {
+        return;
+    }
+    let len = 64 * 1024;
+    let r = create(&app, token, project, len as u64).await;
+    r.assert_status(201);
+    let loc = r.header("location").unwrap().to_owned();
+    let path = loc.strip_prefix(&app.base_url).unwrap_or(&loc).to_owned();
+
+    // The slow PATCH takes the lease once its handler runs. A probe sent
+    // before that may take the lease itself for a moment and turn the slow
+    // one away with 423; then the pair is tried again. The probe carries a
+    // wrong checksum, so a probe that gets the lease is refused (460) and
+    // changes nothing.
+    let mut attempt = 0;
+    let (mut slow, r) = loop {
+        attempt += 1;
+        let mut slow = open_slow_patch(&app, token, &path, len).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = app
+            .send(
+                tus(&app, Method::PATCH, &loc, token)
+                    .header("Upload-Offset", "0")
+                    .header("Content-Type", "application/offset+octet-stream")
+                    .header("Upload-Checksum", format!("sha1 {}", B64.encode([0u8; 20])))
+                    .body(vec![9u8; 10]),
+            )
+            .await;
+        if r.status.as_u16() == 423 {
+            break (slow, r);
+        }
+        assert_eq!(r.status.as_u16(), 460, "{r}");
+        let mut answer = String::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(2), slow.read_to_string(&mut answer)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 423") && attempt < 10,
+            "no collision after {attempt} attempts; the slow PATCH said {read:?} {answer}"
+        );
+    };
+    r.assert_problem(423, "upload_locked");
+    assert_eq!(r.header("retry-after"), Some("1"), "{r}");
+    assert_eq!(r.header("tus-resumable"), Some("1.0.0"));
+    // Nothing changed: the colliding chunk was not written.
+    assert_eq!(head_offset(&app, token, &loc).await, "0");
+
+    // The first PATCH finishes and is acknowledged with the whole length.
+    slow.write_all(&vec![7u8; len - len / 2]).await.unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains(&format!("upload-offset: {len}")),
+        "{answer}"
+    );
+    assert_eq!(head_offset(&app, token, &loc).await, len.to_string());
+}
+
+async fn delete_finished_upload(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let t = app.create_tenant("tus-delfin").await;
+    let token = t.admin.token();
+    let project = app.create_project(token, "Obra").await;
+    if s3_unsupported(&app, token, project).await {
+        return;
+    }
+    let r = create(&app, token, project, 10).await;
+    let loc = r.header("location").unwrap().to_owned();
+    let id: Uuid = loc.rsplit('/').next().unwrap().parse().unwrap();
+    patch(&app, token, &loc, 0, b"%PDF-1.4\n%".to_vec())
+        .await
+        .assert_status(204);
+    let up = app.get(&format!("/v1/uploads/{id}"), token).await;
+    up.assert_status(200);
+    assert_eq!(up.json()["status"], "UPLOADED", "{up}");
+
+    // A finished upload goes to the trash like DELETE /v1/uploads/{id}.
+    let r = app.send(tus(&app, Method::DELETE, &loc, token)).await;
+    r.assert_status(204);
+    assert_eq!(r.header("tus-resumable"), Some("1.0.0"));
+    let r = app.send(tus(&app, Method::HEAD, &loc, token)).await;
+    assert!(matches!(r.status.as_u16(), 404 | 410), "{r}");
+    patch(&app, token, &loc, 10, vec![1])
+        .await
+        .assert_outcome(410);
+    // The trash shows it and it can be restored as an ordinary upload.
+    let r = app
+        .send(app.request(
+            Method::POST,
+            &format!("/v1/uploads/{id}/restore"),
+            Some(token),
+        ))
+        .await;
+    assert!(r.status.is_success(), "{r}");
+}
+
+/// The staging files under the app's data dir (local store: `blobs/staging`).
+fn staging_files(app: &TestApp) -> usize {
+    fn walk(dir: &std::path::Path, in_staging: bool, n: &mut usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let staging = in_staging || e.file_name() == "staging";
+            if path.is_dir() {
+                walk(&path, staging, n);
+            } else if staging {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(&app.config.data_dir, false, &mut n);
+    n
+}
+
+/// Moves the upload's expiry into the past, straight in the database: the
+/// tus expiry is 24 h after creation and the app runs on the system clock.
+/// `created_at` has the column's own type and format on both databases.
+async fn expire_now(app: &TestApp, id: Uuid) {
+    let url = app.config.database.url.expose_secret().to_owned();
+    if app.config.database.is_sqlite() {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let done = sqlx::query("UPDATE uploads SET expires_at = created_at WHERE id = ?1")
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        let _ = conn.close().await;
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let done = sqlx::query("UPDATE uploads SET expires_at = created_at WHERE id = $1")
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        let _ = conn.close().await;
+    }
+}
+
+async fn sweeper_expires_tus_upload(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        // Only the sweep below runs in the test's time.
+        c.sweep_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let t = app.create_tenant("tus-expiry").await;
+    let token = t.admin.token();
+    let project = app.create_project(token, "Obra").await;
+    if s3_unsupported(&app, token, project).await {
+        return;
+    }
+    let before = staging_files(&app);
+    let r = create(&app, token, project, 100).await;
+    r.assert_status(201);
+    let loc = r.header("location").unwrap().to_owned();
+    let id: Uuid = loc.rsplit('/').next().unwrap().parse().unwrap();
+    patch(&app, token, &loc, 0, vec![5u8; 40])
+        .await
+        .assert_status(204);
+    assert_eq!(staging_files(&app), before + 1);
+
+    expire_now(&app, id).await;
+    // The sweep (which also drops the cached upload the direct write above
+    // left behind) expires it.
+    let report = app.service.sweep(100).await.expect("sweep");
+    assert_eq!(report.expired, 1, "{report:?}");
+    let up = app.get(&format!("/v1/uploads/{id}"), token).await;
+    up.assert_status(200);
+    assert_eq!(up.json()["status"], "EXPIRED", "{up}");
+    assert_eq!(
+        staging_files(&app),
+        before,
+        "the staging file was not removed"
+    );
+    app.send(tus(&app, Method::HEAD, &loc, token))
+        .await
+        .assert_status(410);
+    patch(&app, token, &loc, 40, vec![5u8; 10])
+        .await
+        .assert_status(410);
+}
