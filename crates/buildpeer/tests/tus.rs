@@ -20,7 +20,6 @@ scenarios!(
     checksums_and_termination,
     auth_on_every_method,
     interrupted_patch_is_kept,
-    colliding_patch_is_locked,
     photo_is_processed
 );
 
@@ -309,67 +308,6 @@ async fn auth_on_every_method(backend: Backend) {
     // Nothing changed.
     let r = app.send(tus(&app, Method::HEAD, &loc, token)).await;
     assert_eq!(r.header("upload-offset"), Some("0"));
-}
-
-/// Two PATCHes on one upload at once: the second gets 423 + `Retry-After`
-/// and changes nothing; the first completes. A finished upload can then be
-/// terminated (it goes to the trash: 204, then 410).
-async fn colliding_patch_is_locked(backend: Backend) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let app = TestApp::spawn(backend).await;
-    let t = app.create_tenant("tus-lock").await;
-    let token = t.admin.token();
-    let project = app.create_project(token, "Obra").await;
-    if s3_unsupported(&app, token, project).await {
-        return;
-    }
-    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let r = create(&app, token, project, data.len() as u64).await;
-    let loc = r.header("location").unwrap().to_owned();
-    let id: Uuid = loc.rsplit('/').next().unwrap().parse().unwrap();
-    // The first PATCH sends half its body and waits.
-    let url = reqwest::Url::parse(&app.url(&loc)).unwrap();
-    let addr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
-    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nConnection: close\r\n\
-         Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
-        data.len()
-    );
-    sock.write_all(head.as_bytes()).await.unwrap();
-    sock.write_all(&data[..500_000]).await.unwrap();
-    sock.flush().await.unwrap();
-    // The second one collides with the lease the first holds while its
-    // body streams (given a moment to take it).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = patch(&app, token, &loc, 0, data.clone()).await;
-    r.assert_status(423);
-    assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(r.header("tus-resumable"), Some("1.0.0"));
-    let h = app.send(tus(&app, Method::HEAD, &loc, token)).await;
-    assert_eq!(h.header("upload-offset"), Some("0"));
-    // The first one finishes.
-    sock.write_all(&data[500_000..]).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), sock.read_to_end(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer).to_lowercase();
-    assert!(answer.starts_with("http/1.1 204"), "{answer}");
-    assert!(answer.contains("upload-offset: 1000000"), "{answer}");
-    let up = app.get(&format!("/v1/uploads/{id}"), token).await;
-    assert_eq!(up.json()["status"], "UPLOADED");
-    // Termination of a finished upload: to the trash, then gone.
-    app.send(tus(&app, Method::DELETE, &loc, token))
-        .await
-        .assert_status(204);
-    app.send(tus(&app, Method::HEAD, &loc, token))
-        .await
-        .assert_status(410);
-    let up = app.get(&format!("/v1/uploads/{id}"), token).await.json();
-    assert!(up["deleted_at"].is_string(), "{up}");
 }
 
 async fn interrupted_patch_is_kept(backend: Backend) {
