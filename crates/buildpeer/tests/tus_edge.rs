@@ -1,8 +1,8 @@
 //! tus edge cases that tests/tus.rs does not cover, on the in-process app:
 //! two colliding PATCHes (the lease in the database: 423 + `Retry-After`,
 //! nothing changed), the termination of a finished upload (trash, then
-//! 410) and the expiry sweeper expiring a tus upload (410, staging removed). Like tests/tus.rs, the `postgres` deployment on S3 expects 501 at
-//! creation until tus on S3 lands; on PostgreSQL + local disk it runs fully.
+//! 410) and the expiry sweeper expiring a tus upload (410; the staging
+//! file, or on S3 the multipart upload and its tail object, removed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -61,18 +61,6 @@ async fn head_offset(app: &TestApp, token: &str, loc: &str) -> String {
     r.header("upload-offset").unwrap().to_owned()
 }
 
-/// On S3 tus creation answers 501 until tus on S3 lands; `true` then.
-async fn s3_unsupported(app: &TestApp, token: &str, project: Uuid) -> bool {
-    if !app.on_s3() {
-        return false;
-    }
-    create(app, token, project, 10)
-        .await
-        .assert_problem(501, "not_implemented");
-    eprintln!("skipped: tus creation on S3 answers 501 (not implemented yet)");
-    true
-}
-
 /// Opens a raw PATCH announcing `len` bytes and sends only the headers, so
 /// the server holds the upload's lease while it waits for the body.
 async fn open_slow_patch(app: &TestApp, token: &str, loc: &str, len: usize) -> TcpStream {
@@ -95,9 +83,6 @@ async fn colliding_patches(backend: Backend) {
     let t = app.create_tenant("tus-collide").await;
     let token = t.admin.token();
     let project = app.create_project(token, "Obra").await;
-    if s3_unsupported(&app, token, project).await {
-        return;
-    }
     let len = 64 * 1024;
     let r = create(&app, token, project, len as u64).await;
     r.assert_status(201);
@@ -160,9 +145,6 @@ async fn delete_finished_upload(backend: Backend) {
     let t = app.create_tenant("tus-delfin").await;
     let token = t.admin.token();
     let project = app.create_project(token, "Obra").await;
-    if s3_unsupported(&app, token, project).await {
-        return;
-    }
     let r = create(&app, token, project, 10).await;
     let loc = r.header("location").unwrap().to_owned();
     let id: Uuid = loc.rsplit('/').next().unwrap().parse().unwrap();
@@ -193,8 +175,18 @@ async fn delete_finished_upload(backend: Backend) {
     assert!(r.status.is_success(), "{r}");
 }
 
-/// The staging files under the app's data dir (local store: `blobs/staging`).
-fn staging_files(app: &TestApp) -> usize {
+/// What a pending tus upload holds besides its row: staging files under
+/// the app's data dir (local store: `blobs/staging`), or on S3 the tail
+/// objects next to the upload's original.
+async fn staged(app: &TestApp, tenant: Uuid, project: Uuid, id: Uuid) -> usize {
+    if app.on_s3() {
+        let prefix = format!("tenants/{tenant}/projects/{project}/uploads/{id}/");
+        let objects = app.service.blobs().list(&prefix).await.unwrap();
+        return objects
+            .iter()
+            .filter(|(k, _)| k.as_str().contains("tus-staging-tail-"))
+            .count();
+    }
     fn walk(dir: &std::path::Path, in_staging: bool, n: &mut usize) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -249,18 +241,15 @@ async fn sweeper_expires_tus_upload(backend: Backend) {
     let t = app.create_tenant("tus-expiry").await;
     let token = t.admin.token();
     let project = app.create_project(token, "Obra").await;
-    if s3_unsupported(&app, token, project).await {
-        return;
-    }
-    let before = staging_files(&app);
     let r = create(&app, token, project, 100).await;
     r.assert_status(201);
     let loc = r.header("location").unwrap().to_owned();
     let id: Uuid = loc.rsplit('/').next().unwrap().parse().unwrap();
+    assert_eq!(staged(&app, t.id, project, id).await, 0);
     patch(&app, token, &loc, 0, vec![5u8; 40])
         .await
         .assert_status(204);
-    assert_eq!(staging_files(&app), before + 1);
+    assert_eq!(staged(&app, t.id, project, id).await, 1);
 
     expire_now(&app, id).await;
     // The sweep (which also drops the cached upload the direct write above
@@ -271,9 +260,9 @@ async fn sweeper_expires_tus_upload(backend: Backend) {
     up.assert_status(200);
     assert_eq!(up.json()["status"], "EXPIRED", "{up}");
     assert_eq!(
-        staging_files(&app),
-        before,
-        "the staging file was not removed"
+        staged(&app, t.id, project, id).await,
+        0,
+        "the staged bytes were not removed"
     );
     app.send(tus(&app, Method::HEAD, &loc, token))
         .await

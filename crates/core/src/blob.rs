@@ -42,6 +42,14 @@ impl ObjectKey {
         ))
     }
 
+    /// `…/tus-staging-tail-{offset}`: on a store without staging, the bytes
+    /// of a tus upload past its last full part, when its offset is `offset`.
+    /// Every offset has its own object, so writing the next tail never
+    /// touches the one the acknowledged offset relies on.
+    pub fn tus_tail(staging: &ObjectKey, offset: u64) -> Self {
+        Self(format!("{staging}-tail-{offset}"))
+    }
+
     /// `…/uploads/{upload}/{name}.jpg`: a derivative next to its original.
     /// `name` is a configured derivative name (`[a-z0-9_-]`, checked at
     /// start-up).

@@ -435,20 +435,56 @@ pub trait UploadStore: Send + Sync {
 pub struct NewTus {
     /// `None` until declared (creation-defer-length).
     pub length: Option<u64>,
+    /// Bytes already there: 0, except for a final concatenation, which is
+    /// whole at creation.
+    pub offset: u64,
     /// The raw `Upload-Metadata` header, answered back on HEAD.
     pub metadata: String,
-    /// Where the partial bytes are staged (`BlobStore::staging_append`).
+    /// Where the partial bytes are staged (`BlobStore::staging_append`), or,
+    /// with `multipart`, the prefix of the tail objects.
     pub staging_key: ObjectKey,
+    /// A store without staging: the bytes go to this multipart upload.
+    pub multipart: Option<TusMultipart>,
+    pub concat: Option<TusConcat>,
+}
+
+/// An S3 multipart upload behind a tus upload: every part but the last has
+/// `part_size` bytes, fixed at creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TusMultipart {
+    pub part_size: u64,
+    pub upload_id: String,
+}
+
+/// The concatenation extension: a partial upload, or a final one made of
+/// the partials listed, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TusConcat {
+    Partial,
+    Final(Vec<UploadId>),
+}
+
+/// One part of a tus upload's multipart upload, as we recorded it: the
+/// ledger the upload is completed from (never rebuilt from ListParts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TusPart {
+    pub number: u32,
+    pub etag: String,
+    pub size: u64,
+    pub sha256: Sha256Hex,
 }
 
 /// The tus state of an upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TusState {
     pub length: Option<u64>,
-    /// Bytes acknowledged: durable in staging.
+    /// Bytes acknowledged: durable in staging (or in recorded parts plus
+    /// the tail object).
     pub offset: u64,
     pub metadata: String,
     pub staging_key: String,
+    pub multipart: Option<TusMultipart>,
+    pub concat: Option<TusConcat>,
 }
 
 /// tus 1.0 resumable uploads: the offset and the PATCH lease live in the
@@ -481,8 +517,11 @@ pub trait TusStore: Send + Sync {
         id: UploadId,
         token: uuid::Uuid,
     ) -> StoreResult<()>;
-    /// `from → to`, only while `token` holds the lease and the offset is
-    /// still `from` (fencing): `false` changes nothing.
+    /// `from → to`, recording `parts` in the ledger, in one transaction and
+    /// only while `token` holds the lease and the offset is still `from`
+    /// (fencing): `false` changes nothing. A part number recorded again
+    /// replaces the earlier record (a re-sent part overwrote it in S3 too).
+    #[allow(clippy::too_many_arguments)]
     async fn tus_advance(
         &self,
         tenant: TenantId,
@@ -490,8 +529,11 @@ pub trait TusStore: Send + Sync {
         token: uuid::Uuid,
         from: u64,
         to: u64,
+        parts: &[TusPart],
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// The recorded parts, by number.
+    async fn tus_parts(&self, tenant: TenantId, id: UploadId) -> StoreResult<Vec<TusPart>>;
     /// Sets a deferred length (and the upload row's size) once; `false` if
     /// it was already set.
     async fn tus_declare_length(

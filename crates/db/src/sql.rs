@@ -10,9 +10,10 @@ use buildpeer_core::ids::{MembershipId, ProjectId, TenantId, UploadId, UserId};
 use buildpeer_core::model::{Member, Project, Role, Tenant, User};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
-    CreateUpload, IdempotencyKey, NewUpload, StoreResult, TenantLimits, TusState,
+    CreateUpload, IdempotencyKey, NewUpload, StoreResult, TenantLimits, TusConcat, TusMultipart,
+    TusPart, TusState,
 };
-use buildpeer_core::upload::{Processed, Transfer, Upload, UploadFailure, UploadStatus};
+use buildpeer_core::upload::{Processed, Sha256Hex, Transfer, Upload, UploadFailure, UploadStatus};
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 use sqlx::error::DatabaseError;
@@ -294,10 +295,21 @@ pub(crate) const UPLOAD_PURGE: &str =
     "DELETE FROM uploads WHERE tenant_id = $1 AND id = $2 AND deleted_at < $3";
 
 pub(crate) const TUS_INSERT: &str = "INSERT INTO tus_uploads \
-     (tenant_id, upload_id, length, upload_offset, metadata, staging_key, created_at, updated_at) \
-     VALUES ($1, $2, $3, 0, $4, $5, $6, $6)";
-pub(crate) const TUS_GET: &str = "SELECT length, upload_offset, metadata, staging_key \
+     (tenant_id, upload_id, length, upload_offset, metadata, staging_key, part_size, \
+     multipart_upload_id, concat, concat_parts, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)";
+pub(crate) const TUS_GET: &str = "SELECT length, upload_offset, metadata, staging_key, \
+     part_size, multipart_upload_id, concat, concat_parts \
      FROM tus_uploads WHERE tenant_id = $1 AND upload_id = $2";
+/// Records a part; a part sent again replaces its record.
+pub(crate) const TUS_PART_UPSERT: &str = "INSERT INTO tus_parts \
+     (tenant_id, upload_id, number, etag, size, sha256, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (tenant_id, upload_id, number) DO UPDATE \
+     SET etag = excluded.etag, size = excluded.size, sha256 = excluded.sha256, \
+     created_at = excluded.created_at";
+pub(crate) const TUS_PARTS: &str = "SELECT CAST(number AS BIGINT) AS number, etag, size, sha256 FROM tus_parts \
+     WHERE tenant_id = $1 AND upload_id = $2 ORDER BY number";
 /// Takes a free or lapsed lease, or renews one `$3` holds.
 pub(crate) const TUS_LOCK: &str = "UPDATE tus_uploads SET lock_token = $3, lock_until = $4 \
      WHERE tenant_id = $1 AND upload_id = $2 \
@@ -327,17 +339,84 @@ pub(crate) struct TusRow {
     upload_offset: i64,
     metadata: String,
     staging_key: String,
+    part_size: Option<i64>,
+    multipart_upload_id: Option<String>,
+    concat: Option<String>,
+    concat_parts: Option<String>,
+}
+
+/// `tus_uploads.concat` and `concat_parts` for `concat`.
+pub(crate) fn tus_concat_columns(
+    concat: Option<&TusConcat>,
+) -> (Option<&'static str>, Option<String>) {
+    match concat {
+        None => (None, None),
+        Some(TusConcat::Partial) => (Some("partial"), None),
+        Some(TusConcat::Final(ids)) => (
+            Some("final"),
+            Some(
+                ids.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        ),
+    }
 }
 
 impl TryFrom<TusRow> for TusState {
     type Error = StoreError;
 
     fn try_from(r: TusRow) -> Result<Self, StoreError> {
+        let bad = |what: &str| StoreError::Other(format!("corrupt tus row: {what}").into());
+        let multipart = match (r.part_size, r.multipart_upload_id) {
+            (Some(size), Some(upload_id)) => Some(TusMultipart {
+                part_size: int(size)?,
+                upload_id,
+            }),
+            (None, None) => None,
+            _ => return Err(bad("part_size without multipart_upload_id")),
+        };
+        let concat = match (r.concat.as_deref(), r.concat_parts) {
+            (None, _) => None,
+            (Some("partial"), _) => Some(TusConcat::Partial),
+            (Some("final"), Some(ids)) => Some(TusConcat::Final(
+                ids.split(' ')
+                    .map(|s| s.parse().map_err(|_| bad("concat_parts")))
+                    .collect::<Result<_, _>>()?,
+            )),
+            _ => return Err(bad("concat")),
+        };
         Ok(TusState {
             length: r.length.map(int).transpose()?,
             offset: int(r.upload_offset)?,
             metadata: r.metadata,
             staging_key: r.staging_key,
+            multipart,
+            concat,
+        })
+    }
+}
+
+/// A `tus_parts` row.
+#[derive(FromRow)]
+pub(crate) struct TusPartRow {
+    number: i64,
+    etag: String,
+    size: i64,
+    sha256: String,
+}
+
+impl TryFrom<TusPartRow> for TusPart {
+    type Error = StoreError;
+
+    fn try_from(r: TusPartRow) -> Result<Self, StoreError> {
+        Ok(TusPart {
+            number: int(r.number)?,
+            etag: r.etag,
+            size: int(r.size)?,
+            sha256: Sha256Hex::parse(&r.sha256)
+                .map_err(|_| StoreError::Other("corrupt tus part: sha256".into()))?,
         })
     }
 }

@@ -16,6 +16,13 @@ macro_rules! tus_store {
             ) -> StoreResult<Upload> {
                 let params = crate::sql::UploadParams::new(upload)?;
                 let length: Option<i64> = tus.length.map(sql::int).transpose()?;
+                let offset: i64 = sql::int(tus.offset)?;
+                let part_size: Option<i64> = tus
+                    .multipart
+                    .as_ref()
+                    .map(|m| sql::int(m.part_size))
+                    .transpose()?;
+                let (concat, concat_parts) = crate::sql::tus_concat_columns(tus.concat.as_ref());
                 let mut tx = self.write().await?;
                 let row = sqlx::query_as::<_, UploadRow>(sql::UPLOAD_INSERT)
                     .bind(upload.id.as_uuid())
@@ -39,8 +46,13 @@ macro_rules! tus_store {
                     .bind(tenant.as_uuid())
                     .bind(upload.id.as_uuid())
                     .bind(length)
+                    .bind(offset)
                     .bind(&tus.metadata)
                     .bind(tus.staging_key.as_str())
+                    .bind(part_size)
+                    .bind(tus.multipart.as_ref().map(|m| m.upload_id.as_str()))
+                    .bind(concat)
+                    .bind(concat_parts)
                     .bind(upload.created_at)
                     .execute(&mut *tx)
                     .await
@@ -107,8 +119,10 @@ macro_rules! tus_store {
                 token: uuid::Uuid,
                 from: u64,
                 to: u64,
+                parts: &[buildpeer_core::ports::TusPart],
                 now: DateTime<Utc>,
             ) -> StoreResult<bool> {
+                let mut tx = self.write().await?;
                 let done = sqlx::query(sql::TUS_ADVANCE)
                     .bind(tenant.as_uuid())
                     .bind(id.as_uuid())
@@ -116,10 +130,45 @@ macro_rules! tus_store {
                     .bind(sql::int::<i64, _>(from)?)
                     .bind(sql::int::<i64, _>(to)?)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
-                    .map_err(store_err)?;
-                Ok(done.rows_affected() == 1)
+                    .map_err(store_err)?
+                    .rows_affected()
+                    == 1;
+                if !done {
+                    return Ok(false);
+                }
+                for part in parts {
+                    sqlx::query(sql::TUS_PART_UPSERT)
+                        .bind(tenant.as_uuid())
+                        .bind(id.as_uuid())
+                        .bind(i64::from(part.number))
+                        .bind(&part.etag)
+                        .bind(sql::int::<i64, _>(part.size)?)
+                        .bind(part.sha256.as_str())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_err)?;
+                }
+                tx.commit().await.map_err(store_err)?;
+                Ok(true)
+            }
+
+            async fn tus_parts(
+                &self,
+                tenant: TenantId,
+                id: UploadId,
+            ) -> StoreResult<Vec<buildpeer_core::ports::TusPart>> {
+                sqlx::query_as::<_, crate::sql::TusPartRow>(sql::TUS_PARTS)
+                    .bind(tenant.as_uuid())
+                    .bind(id.as_uuid())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_err)?
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect()
             }
 
             async fn tus_declare_length(

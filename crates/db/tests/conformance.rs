@@ -19,8 +19,8 @@ use buildpeer_core::model::{Address, Email, Name, ProjectCode, Role, Slug};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
     CreateUpload, IdempotencyKey, MetadataStore, NewJob, NewProject, NewRefreshToken, NewTenant,
-    NewUpload, NewUser, ProjectFilter, ProjectPatch, RotateOutcome, TenantLimits, UploadFilter,
-    UserPatch,
+    NewTus, NewUpload, NewUser, ProjectFilter, ProjectPatch, RotateOutcome, TenantLimits,
+    TusConcat, TusMultipart, TusPart, UploadFilter, UserPatch,
 };
 use buildpeer_core::queue::{FailOutcome, Job, JobFailure, JobState};
 use buildpeer_core::upload::{
@@ -109,6 +109,10 @@ conformance!(
     job_enqueue_rolls_back_with_its_transaction,
     concurrent_claimers_never_share_a_job,
     job_wait_wakes_on_an_enqueue,
+    tus_create_get_round_trip,
+    tus_lease_fences_the_offset,
+    tus_parts_ledger_records_with_the_offset,
+    tus_declare_length_and_terminate,
 );
 
 fn options() -> DbOptions {
@@ -2765,4 +2769,285 @@ async fn job_wait_wakes_on_an_enqueue(cx: Ctx) {
             "round {round}: woke after {waited:?}"
         );
     }
+}
+
+// ---- tus ---------------------------------------------------------------------
+
+fn new_tus(tenant: TenantId, upload: &NewUpload, length: Option<u64>) -> NewTus {
+    NewTus {
+        length,
+        offset: 0,
+        metadata: "project_id YWJj,filename Zm9vLmpwZw==".to_owned(),
+        staging_key: ObjectKey::tus_staging(tenant, upload.project_id, upload.id),
+        multipart: None,
+        concat: None,
+    }
+}
+
+fn part(number: u32, etag: &str, size: u64, digit: char) -> TusPart {
+    TusPart {
+        number,
+        etag: etag.to_owned(),
+        size,
+        sha256: sha(digit),
+    }
+}
+
+async fn tus_create_get_round_trip(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let (other, _) = tenant(store, "otra").await;
+    let p = project(store, t, admin, "Torre").await;
+
+    let plain = new_upload(t, p, admin);
+    let tus = new_tus(t, &plain, Some(3 * MIB));
+    let upload = store.tus_create(t, &plain, &tus).await.unwrap();
+    assert_eq!(upload.status, UploadStatus::Pending);
+    assert_eq!(upload.id, plain.id);
+    let got = store.tus_get(t, plain.id).await.unwrap().unwrap();
+    assert_eq!(got.length, Some(3 * MIB));
+    assert_eq!(got.offset, 0);
+    assert_eq!(got.metadata, tus.metadata);
+    assert_eq!(got.staging_key, tus.staging_key.as_str());
+    assert_eq!(got.multipart, None);
+    assert_eq!(got.concat, None);
+    // Another tenant sees nothing.
+    assert_eq!(store.tus_get(other, plain.id).await.unwrap(), None);
+
+    // Deferred length, on S3, a partial upload.
+    let deferred = new_upload(t, p, admin);
+    let tus = NewTus {
+        multipart: Some(TusMultipart {
+            part_size: 8 * MIB,
+            upload_id: "2~mp-tus".to_owned(),
+        }),
+        concat: Some(TusConcat::Partial),
+        ..new_tus(t, &deferred, None)
+    };
+    store.tus_create(t, &deferred, &tus).await.unwrap();
+    let got = store.tus_get(t, deferred.id).await.unwrap().unwrap();
+    assert_eq!(got.length, None);
+    assert_eq!(got.multipart, tus.multipart);
+    assert_eq!(got.concat, Some(TusConcat::Partial));
+
+    // A final upload: whole at creation, its partials in order.
+    let fin = new_upload(t, p, admin);
+    let partials = vec![deferred.id, plain.id];
+    let tus = NewTus {
+        offset: 3 * MIB,
+        concat: Some(TusConcat::Final(partials.clone())),
+        ..new_tus(t, &fin, Some(3 * MIB))
+    };
+    store.tus_create(t, &fin, &tus).await.unwrap();
+    let got = store.tus_get(t, fin.id).await.unwrap().unwrap();
+    assert_eq!(got.offset, 3 * MIB);
+    assert_eq!(got.concat, Some(TusConcat::Final(partials)));
+
+    // The upload row and the tus row are written together: a duplicate id
+    // writes neither.
+    let again = store
+        .tus_create(t, &plain, &new_tus(t, &plain, Some(1)))
+        .await;
+    assert!(again.is_err());
+    assert_eq!(
+        store.tus_get(t, plain.id).await.unwrap().unwrap().length,
+        Some(3 * MIB)
+    );
+}
+
+async fn tus_lease_fences_the_offset(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let (other, _) = tenant(store, "otra").await;
+    let p = project(store, t, admin, "Torre").await;
+    let up = new_upload(t, p, admin);
+    store
+        .tus_create(t, &up, &new_tus(t, &up, Some(100)))
+        .await
+        .unwrap();
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let lease = TimeDelta::seconds(20);
+    let at = now();
+
+    assert!(store.tus_lock(t, up.id, a, at + lease, at).await.unwrap());
+    // Another token waits; the holder renews; another tenant cannot lock.
+    assert!(!store.tus_lock(t, up.id, b, at + lease, at).await.unwrap());
+    assert!(
+        store
+            .tus_lock(t, up.id, a, at + lease * 2, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .tus_lock(other, up.id, b, at + lease, at)
+            .await
+            .unwrap()
+    );
+
+    // Only the holder, from the current offset, advances it.
+    assert!(
+        !store
+            .tus_advance(t, up.id, b, 0, 10, &[], at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .tus_advance(t, up.id, a, 5, 10, &[], at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .tus_advance(other, up.id, a, 0, 10, &[], at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .tus_advance(t, up.id, a, 0, 10, &[], at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.tus_get(t, up.id).await.unwrap().unwrap().offset, 10);
+
+    // Unlocked by a stranger: nothing; by the holder: free for the next.
+    store.tus_unlock(t, up.id, b).await.unwrap();
+    assert!(!store.tus_lock(t, up.id, b, at + lease, at).await.unwrap());
+    store.tus_unlock(t, up.id, a).await.unwrap();
+    assert!(store.tus_lock(t, up.id, b, at + lease, at).await.unwrap());
+    // A lease that ran out is taken over, and fences its old holder.
+    let later = at + lease * 2;
+    assert!(
+        store
+            .tus_lock(t, up.id, a, later + lease, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .tus_advance(t, up.id, b, 10, 20, &[], later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.tus_get(t, up.id).await.unwrap().unwrap().offset, 10);
+}
+
+async fn tus_parts_ledger_records_with_the_offset(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let (other, _) = tenant(store, "otra").await;
+    let p = project(store, t, admin, "Torre").await;
+    let up = new_upload(t, p, admin);
+    let tus = NewTus {
+        multipart: Some(TusMultipart {
+            part_size: 8 * MIB,
+            upload_id: "2~mp".to_owned(),
+        }),
+        ..new_tus(t, &up, Some(20 * MIB))
+    };
+    store.tus_create(t, &up, &tus).await.unwrap();
+    let token = Uuid::now_v7();
+    let at = now();
+    assert!(
+        store
+            .tus_lock(t, up.id, token, at + TimeDelta::seconds(20), at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.tus_parts(t, up.id).await.unwrap(), vec![]);
+
+    // Recorded in number order, whatever the order given.
+    let (p2, p1) = (
+        part(2, "\"e2\"", 8 * MIB, 'b'),
+        part(1, "\"e1\"", 8 * MIB, 'a'),
+    );
+    assert!(
+        store
+            .tus_advance(t, up.id, token, 0, 16 * MIB, &[p2.clone(), p1.clone()], at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.tus_parts(t, up.id).await.unwrap(),
+        vec![p1.clone(), p2.clone()]
+    );
+    // A refused advance records nothing.
+    let stray = part(3, "\"x\"", 4 * MIB, 'c');
+    assert!(
+        !store
+            .tus_advance(
+                t,
+                up.id,
+                token,
+                0,
+                20 * MIB,
+                std::slice::from_ref(&stray),
+                at
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.tus_parts(t, up.id).await.unwrap().len(), 2);
+    // A part sent again replaces its record.
+    let p2b = part(2, "\"e2b\"", 8 * MIB, 'd');
+    let p3 = part(3, "\"e3\"", 4 * MIB, 'e');
+    assert!(
+        store
+            .tus_advance(
+                t,
+                up.id,
+                token,
+                16 * MIB,
+                20 * MIB,
+                &[p2b.clone(), p3.clone()],
+                at
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.tus_parts(t, up.id).await.unwrap(), vec![p1, p2b, p3]);
+    assert_eq!(store.tus_parts(other, up.id).await.unwrap(), vec![]);
+}
+
+async fn tus_declare_length_and_terminate(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let (other, _) = tenant(store, "otra").await;
+    let p = project(store, t, admin, "Torre").await;
+    let up = NewUpload {
+        size: 0,
+        ..new_upload(t, p, admin)
+    };
+    store
+        .tus_create(t, &up, &new_tus(t, &up, None))
+        .await
+        .unwrap();
+    let at = now();
+    assert!(
+        !store
+            .tus_declare_length(other, up.id, 500, at)
+            .await
+            .unwrap()
+    );
+    assert!(store.tus_declare_length(t, up.id, 500, at).await.unwrap());
+    assert!(!store.tus_declare_length(t, up.id, 600, at).await.unwrap());
+    assert_eq!(
+        store.tus_get(t, up.id).await.unwrap().unwrap().length,
+        Some(500)
+    );
+    // The upload row carries the declared size (quota, listings).
+    assert_eq!(get(store, t, up.id).await.size, 500);
+
+    assert_eq!(store.tus_terminate(other, up.id, at).await.unwrap(), None);
+    let gone = store.tus_terminate(t, up.id, at).await.unwrap().unwrap();
+    assert_eq!(gone.status, UploadStatus::Expired);
+    // Again: the upload comes back as it is.
+    let again = store.tus_terminate(t, up.id, at).await.unwrap().unwrap();
+    assert_eq!(again.status, UploadStatus::Expired);
+    assert_eq!(
+        store.tus_terminate(t, UploadId::new(), at).await.unwrap(),
+        None
+    );
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use buildpeer_core::CoreError;
 use buildpeer_core::blob::{BlobError, ByteStream};
 use buildpeer_core::ids::UploadId;
+use buildpeer_core::ports::TusConcat;
 use buildpeer_core::service::tus::{
     Checksum, TUS_CHECKSUM_ALGORITHMS, TUS_EXTENSIONS, TUS_VERSION, TusCreateInput, TusInfo,
     TusPatchInput, codes,
@@ -75,7 +76,8 @@ fn error(e: CoreError) -> Response {
             codes::GONE => Some(StatusCode::GONE),
             codes::CHECKSUM_MISMATCH => StatusCode::from_u16(460).ok(),
             codes::EXCEEDS_LENGTH => Some(StatusCode::PAYLOAD_TOO_LARGE),
-            codes::LENGTH_CONFLICT => Some(StatusCode::BAD_REQUEST),
+            codes::LENGTH_CONFLICT | codes::INVALID_CONCAT => Some(StatusCode::BAD_REQUEST),
+            codes::FINAL_UPLOAD => Some(StatusCode::FORBIDDEN),
             _ => None,
         },
         CoreError::Validation(_) => Some(StatusCode::BAD_REQUEST),
@@ -180,6 +182,50 @@ fn patch_input(h: &HeaderMap, offset_required: bool) -> Result<TusPatchInput, Bo
     })
 }
 
+/// `Upload-Concat: partial`, or `final;<url> <url>…` where each URL (as
+/// `Location` gave it, absolute or not) ends in `/v1/tus/{id}`.
+fn upload_concat(h: &HeaderMap) -> Result<Option<TusConcat>, Box<Response>> {
+    let Some(v) = h.get("upload-concat") else {
+        return Ok(None);
+    };
+    let bad = |detail: &str| {
+        Box::new(tus_error(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_CONCAT,
+            detail,
+        ))
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| bad("Upload-Concat is not ASCII"))?
+        .trim();
+    if v == "partial" {
+        return Ok(Some(TusConcat::Partial));
+    }
+    let urls = v
+        .strip_prefix("final;")
+        .ok_or_else(|| bad("Upload-Concat must be `partial` or `final;<urls>`"))?;
+    let ids = urls
+        .split_ascii_whitespace()
+        .map(|url| {
+            url.rsplit_once("/v1/tus/")
+                .and_then(|(_, id)| id.trim_end_matches('/').parse::<UploadId>().ok())
+                .ok_or_else(|| bad(&format!("{url} is not a tus upload URL of this server")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(TusConcat::Final(ids)))
+}
+
+fn concat_header(concat: &TusConcat) -> Option<HeaderValue> {
+    match concat {
+        TusConcat::Partial => Some(HeaderValue::from_static("partial")),
+        TusConcat::Final(ids) => {
+            let urls: Vec<String> = ids.iter().map(|id| format!("/v1/tus/{id}")).collect();
+            HeaderValue::from_str(&format!("final;{}", urls.join(" "))).ok()
+        }
+    }
+}
+
 fn is_offset_stream(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -215,6 +261,10 @@ pub async fn create(State(state): State<AppState>, Auth(actor): Auth, req: Reque
         .get("upload-metadata")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let concat = match upload_concat(h) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let with_upload = is_offset_stream(h);
     let patch = if with_upload {
         match patch_input(h, false) {
@@ -229,6 +279,7 @@ pub async fn create(State(state): State<AppState>, Auth(actor): Auth, req: Reque
         length,
         defer_length: defer,
         metadata,
+        concat,
     };
     let trace = traceparent(h);
     let created = match service.tus_create(&actor, input).await {
@@ -311,6 +362,9 @@ pub async fn upload(
                     && let Ok(v) = HeaderValue::from_str(&info.metadata)
                 {
                     hm.insert("upload-metadata", v);
+                }
+                if let Some(v) = info.concat.as_ref().and_then(concat_header) {
+                    hm.insert("upload-concat", v);
                 }
                 r
             }

@@ -676,14 +676,7 @@ impl Service {
             }
             self.blobs.delete(&key).await.map_err(storage)?;
             // A tus upload's partial bytes (nothing to do for other uploads).
-            self.blobs
-                .staging_delete(&ObjectKey::tus_staging(
-                    upload.tenant_id,
-                    upload.project_id,
-                    upload.id,
-                ))
-                .await
-                .map_err(storage)?;
+            self.tus_discard(&upload).await?;
             metrics::counter!("uploads_failed_total", "reason" => "expired").increment(1);
             report.expired += 1;
         }

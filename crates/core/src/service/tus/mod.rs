@@ -70,15 +70,34 @@
 //! there) or whoever manages the project. Another tenant's upload, or one in
 //! a project the actor cannot see, answers 404.
 //!
-//! **S3** (not implemented yet): the design is S3 multipart with a part size
-//! fixed at creation (`tus_uploads.part_size`, the uploads' `min_part_size`,
-//! 8 MiB by default), every part recorded in `tus_parts` (number, ETag, size,
-//! SHA-256) and completed from that ledger, and the tail smaller than a part
-//! kept in a staging object until the part is full. Until then a store
-//! without `supports_staging` answers tus creation with 501
-//! `not_implemented`.
+//! **Stores without staging (S3)** — `multipart.rs`: creation starts an S3
+//! multipart upload for the original with a part size fixed then
+//! (`tus_uploads.part_size`: the signed flow's part plan for the upload's
+//! length, or the tenant's maximum when deferred; at least 5 MiB). A PATCH
+//! fills a buffer of one part; every full part is uploaded and recorded in
+//! the `tus_parts` ledger (number, ETag, size, SHA-256) in the transaction
+//! that advances the offset. Bytes past the last full part go to a tail
+//! object named by the offset they end at (`ObjectKey::tus_tail`), written
+//! before the offset advances, so the acknowledged offset always points at
+//! a complete tail that no later write touches; the next PATCH reads it back
+//! into its buffer. The last byte uploads the rest as the last part and the
+//! upload is completed from the ledger, never from ListParts. Termination
+//! and expiry abort the multipart upload and delete the tail. Memory: one
+//! part per running PATCH.
 //!
-//! Not implemented yet: concatenation (not announced in `Tus-Extension`).
+//! **Concatenation** — `concat.rs`: a partial upload (`Upload-Concat:
+//! partial`) is a tus upload like any other, with its own `project_id`,
+//! limits and object, except that its last byte does not make it
+//! `UPLOADED`: it stays `PENDING` (and expires like any pending upload)
+//! until a final upload (`Upload-Concat: final;/v1/tus/a /v1/tus/b`) names
+//! it. Creating the final upload checks that every partial is the actor's
+//! to write, in the same project, complete and not used up; writes the final
+//! row whole (offset = length, the sum); streams the partials' objects, in
+//! order, into the final object; marks it `UPLOADED` (processing job
+//! enqueued); and only then terminates the partials. A crash in between
+//! leaves a final row whose HEAD redoes the assembly. PATCH on a final
+//! upload answers 403. Partials must be complete when the final is created
+//! (`concatenation-unfinished` is not announced).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -91,19 +110,22 @@ use chrono::{DateTime, Duration, Utc};
 use futures_core::Stream;
 use sha2::{Digest, Sha256};
 
+mod concat;
+mod multipart;
+
 use super::uploads::storage;
 use super::{Actor, Service};
 use crate::blob::{BlobError, ByteStream, ObjectKey, StagedWrite};
 use crate::error::{CoreError, Invalid};
 use crate::ids::{ProjectId, UploadId};
 use crate::policy::ProjectAction;
-use crate::ports::{NewTus, NewUpload, TusState};
+use crate::ports::{NewTus, NewUpload, TusConcat, TusMultipart, TusState};
+use crate::upload::plan_parts;
 use crate::upload::{ContentType, Filename, Transfer, Upload, UploadStatus};
 
 pub const TUS_VERSION: &str = "1.0.0";
 /// What `Tus-Extension` announces.
-pub const TUS_EXTENSIONS: &str =
-    "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration";
+pub const TUS_EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation";
 pub const TUS_CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
 /// How long a tus upload may take from creation to its last byte.
 pub const EXPIRY: Duration = Duration::hours(24);
@@ -126,6 +148,11 @@ pub mod codes {
     pub const EXCEEDS_LENGTH: &str = "exceeds_length";
     /// 400: a deferred length declared twice, or differently.
     pub const LENGTH_CONFLICT: &str = "length_conflict";
+    /// 403: a final upload is whole at creation; it takes no PATCH.
+    pub const FINAL_UPLOAD: &str = "final_upload_immutable";
+    /// 400: a final upload names something that is not a complete partial
+    /// upload of the actor's in the same project.
+    pub const INVALID_CONCAT: &str = "invalid_concat";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +204,8 @@ pub struct TusCreateInput {
     pub defer_length: bool,
     /// The raw `Upload-Metadata`.
     pub metadata: Option<String>,
+    /// `Upload-Concat`.
+    pub concat: Option<TusConcat>,
 }
 
 /// What a PATCH (or a creation-with-upload) says besides its body.
@@ -200,6 +229,7 @@ pub struct TusInfo {
     /// Set while the upload is pending.
     pub expires_at: Option<DateTime<Utc>>,
     pub status: UploadStatus,
+    pub concat: Option<TusConcat>,
 }
 
 impl TusInfo {
@@ -211,6 +241,7 @@ impl TusInfo {
             metadata: tus.metadata.clone(),
             expires_at: (upload.status == UploadStatus::Pending).then_some(upload.expires_at),
             status: upload.status,
+            concat: tus.concat.clone(),
         }
     }
 }
@@ -243,29 +274,16 @@ pub fn parse_metadata(raw: &str) -> Result<Vec<(String, Option<String>)>, CoreEr
     Ok(out)
 }
 
-fn conflict(code: &'static str, msg: &str) -> CoreError {
-    CoreError::conflict(code, msg)
+/// What creation reads from `Upload-Metadata`.
+struct CreateMetadata {
+    project_id: ProjectId,
+    filename: Filename,
+    content_type: ContentType,
 }
 
-fn internal_key(s: &str) -> Result<ObjectKey, CoreError> {
-    ObjectKey::parse(s).map_err(|e| CoreError::Internal(e.message.into()))
-}
-
-impl Service {
-    /// `Tus-Max-Size`: the service-wide maximum (a tenant may have less).
-    pub fn tus_max_size(&self) -> u64 {
-        self.uploads.max_upload_bytes
-    }
-
-    /// Creation: checks metadata, rights and limits, writes the upload and
-    /// its tus row. Creation-with-upload then calls [`Self::tus_patch`].
-    pub async fn tus_create(
-        &self,
-        actor: &Actor,
-        input: TusCreateInput,
-    ) -> Result<TusInfo, CoreError> {
-        let raw = input.metadata.unwrap_or_default();
-        let metadata = parse_metadata(&raw)?;
+impl CreateMetadata {
+    fn parse(raw: &str) -> Result<Self, CoreError> {
+        let metadata = parse_metadata(raw)?;
         let get = |k: &str| {
             metadata
                 .iter()
@@ -283,6 +301,56 @@ impl Service {
             .map_err(|_| {
                 CoreError::invalid("project_id", Invalid::new("invalid_id", "not a project id"))
             })?;
+        let filename = Filename::parse(get("filename").as_deref().unwrap_or("upload"))
+            .map_err(|e| CoreError::invalid("filename", e))?;
+        let content_type = match get("filetype") {
+            Some(t) => ContentType::parse(&t).map_err(|e| CoreError::UnsupportedType(e.message))?,
+            None => ContentType::UNDECLARED,
+        };
+        Ok(Self {
+            project_id,
+            filename,
+            content_type,
+        })
+    }
+}
+
+fn conflict(code: &'static str, msg: &str) -> CoreError {
+    CoreError::conflict(code, msg)
+}
+
+fn internal_key(s: &str) -> Result<ObjectKey, CoreError> {
+    ObjectKey::parse(s).map_err(|e| CoreError::Internal(e.message.into()))
+}
+
+impl Service {
+    /// `Tus-Max-Size`: the service-wide maximum (a tenant may have less).
+    pub fn tus_max_size(&self) -> u64 {
+        self.uploads.max_upload_bytes
+    }
+
+    /// Creation: checks metadata, rights and limits, writes the upload and
+    /// its tus row. Creation-with-upload then calls [`Self::tus_patch`]. A
+    /// final concatenation is built here, whole (`concat.rs`).
+    pub async fn tus_create(
+        &self,
+        actor: &Actor,
+        input: TusCreateInput,
+    ) -> Result<TusInfo, CoreError> {
+        let raw = input.metadata.unwrap_or_default();
+        let meta = CreateMetadata::parse(&raw)?;
+        if let Some(TusConcat::Final(partials)) = input.concat {
+            if input.length.is_some() || input.defer_length {
+                return Err(CoreError::invalid(
+                    "Upload-Length",
+                    Invalid::new(
+                        "not_allowed",
+                        "a final upload takes its length from its partial uploads",
+                    ),
+                ));
+            }
+            return self.tus_concat_final(actor, meta, raw, partials).await;
+        }
         let length = match (input.length, input.defer_length) {
             (Some(_), true) | (None, false) => {
                 return Err(CoreError::invalid(
@@ -301,47 +369,68 @@ impl Service {
             }
             (length, _) => length,
         };
-        let filename = Filename::parse(get("filename").as_deref().unwrap_or("upload"))
-            .map_err(|e| CoreError::invalid("filename", e))?;
-        let content_type = match get("filetype") {
-            Some(t) => ContentType::parse(&t).map_err(|e| CoreError::UnsupportedType(e.message))?,
-            None => ContentType::UNDECLARED,
-        };
         let project = self
-            .authorized_project(actor, project_id, ProjectAction::Upload)
+            .authorized_project(actor, meta.project_id, ProjectAction::Upload)
             .await?;
         let size = length.unwrap_or(0);
         let limits = self.check_size(actor, &project, size).await?;
         self.check_quota(actor, limits, size).await?;
-        if !self.blobs.supports_staging() {
-            return Err(CoreError::NotImplemented(format!(
-                "tus uploads are not available on the {} blob store yet",
-                self.blobs.backend()
-            )));
-        }
         let now = self.clock.now();
         let id = UploadId::new();
         let new = NewUpload {
             id,
-            project_id,
+            project_id: meta.project_id,
             uploaded_by: actor.user_id,
-            filename,
-            content_type,
+            filename: meta.filename,
+            content_type: meta.content_type,
             size,
             sha256: None,
-            object_key: ObjectKey::original(actor.tenant_id, project_id, id),
+            object_key: ObjectKey::original(actor.tenant_id, meta.project_id, id),
             transfer: Transfer::Single,
             expires_at: now + EXPIRY,
             created_at: now,
         };
+        // A store that cannot append takes the bytes as a multipart upload
+        // whose part size is fixed now, for the largest length possible.
+        let multipart = if self.blobs.supports_staging() {
+            None
+        } else {
+            let most = length.unwrap_or(self.max_upload_bytes(limits));
+            let (part_size, _) = plan_parts(most, self.uploads.min_part_size);
+            let upload_id = self
+                .blobs
+                .multipart_create(&new.object_key, new.content_type.as_str())
+                .await
+                .map_err(storage)?;
+            Some(TusMultipart {
+                part_size,
+                upload_id,
+            })
+        };
         let tus = NewTus {
             length,
+            offset: 0,
             metadata: raw,
-            staging_key: ObjectKey::tus_staging(actor.tenant_id, project_id, id),
+            staging_key: ObjectKey::tus_staging(actor.tenant_id, meta.project_id, id),
+            multipart,
+            concat: input.concat,
         };
-        let upload = self.store.tus_create(actor.tenant_id, &new, &tus).await?;
+        let upload = match self.store.tus_create(actor.tenant_id, &new, &tus).await {
+            Ok(upload) => upload,
+            Err(e) => {
+                if let Some(mp) = &tus.multipart
+                    && let Err(abort) = self
+                        .blobs
+                        .multipart_abort(&new.object_key, &mp.upload_id)
+                        .await
+                {
+                    tracing::warn!(error = %abort, "could not abort the multipart upload of a tus creation that failed");
+                }
+                return Err(e.into());
+            }
+        };
         metrics::counter!("uploads_initiated_total").increment(1);
-        tracing::info!(upload_id = %id, project_id = %project_id, ?length, "tus upload created");
+        tracing::info!(upload_id = %id, project_id = %meta.project_id, ?length, "tus upload created");
         Ok(TusInfo {
             id,
             offset: 0,
@@ -349,6 +438,7 @@ impl Service {
             metadata: tus.metadata,
             expires_at: Some(upload.expires_at),
             status: upload.status,
+            concat: tus.concat,
         })
     }
 
@@ -413,7 +503,8 @@ impl Service {
         }
     }
 
-    /// Staging → the original, then `UPLOADED` + job. Idempotent.
+    /// Staging (or the recorded parts, or the partials) → the original, then
+    /// `UPLOADED` + job; a partial upload stays `PENDING`. Idempotent.
     async fn tus_finish(
         &self,
         upload: &Upload,
@@ -422,16 +513,62 @@ impl Service {
     ) -> Result<Upload, CoreError> {
         let length = tus.length.unwrap_or(tus.offset);
         let key = internal_key(&upload.object_key)?;
-        let staging = internal_key(&tus.staging_key)?;
         let done =
             matches!(self.blobs.head(&key).await.map_err(storage)?, Some(m) if m.size == length);
         if !done {
-            self.blobs
-                .staging_finish(&staging, length, &key)
-                .await
-                .map_err(storage)?;
+            match (&tus.concat, &tus.multipart) {
+                (Some(TusConcat::Final(partials)), _) => {
+                    self.concat_assemble(upload, partials, length, &key).await?;
+                }
+                (_, Some(mp)) => self.multipart_finish(upload, mp, length, &key).await?,
+                (_, None) => {
+                    self.blobs
+                        .staging_finish(&internal_key(&tus.staging_key)?, length, &key)
+                        .await
+                        .map_err(storage)?;
+                }
+            }
         }
-        self.mark_uploaded(upload, trace_context).await
+        match &tus.concat {
+            Some(TusConcat::Partial) => Ok(upload.clone()),
+            Some(TusConcat::Final(partials)) => {
+                let done = self.mark_uploaded(upload, trace_context).await?;
+                self.concat_consume(upload, partials).await;
+                Ok(done)
+            }
+            None => self.mark_uploaded(upload, trace_context).await,
+        }
+    }
+
+    /// Deletes what a pending (or just expired) tus upload holds besides its
+    /// row: staging, or the multipart upload and its tail; and its object if
+    /// one was made (a complete partial upload). Idempotent; nothing to do
+    /// for uploads that are not tus uploads.
+    pub(super) async fn tus_discard(&self, upload: &Upload) -> Result<(), CoreError> {
+        let Some(tus) = self.store.tus_get(upload.tenant_id, upload.id).await? else {
+            return Ok(());
+        };
+        let key = internal_key(&upload.object_key)?;
+        let staging = internal_key(&tus.staging_key)?;
+        match &tus.multipart {
+            Some(mp) => {
+                self.blobs
+                    .multipart_abort(&key, &mp.upload_id)
+                    .await
+                    .map_err(storage)?;
+                self.blobs
+                    .delete(&ObjectKey::tus_tail(&staging, tus.offset))
+                    .await
+                    .map_err(storage)?;
+            }
+            None => self.blobs.staging_delete(&staging).await.map_err(storage)?,
+        }
+        // A complete partial upload's object, or the object a process
+        // finished before it died without marking the upload: nobody's now.
+        if matches!(upload.status, UploadStatus::Pending | UploadStatus::Expired) {
+            self.blobs.delete(&key).await.map_err(storage)?;
+        }
+        Ok(())
     }
 
     /// PATCH: appends the body at `input.offset` under the lease, and
@@ -445,6 +582,12 @@ impl Service {
         trace_context: Option<String>,
     ) -> Result<TusInfo, CoreError> {
         let (upload, mut tus) = self.tus_upload(actor, id, true).await?;
+        if matches!(tus.concat, Some(TusConcat::Final(_))) {
+            return Err(conflict(
+                codes::FINAL_UPLOAD,
+                "a final upload is whole at creation and takes no PATCH",
+            ));
+        }
         if input.offset != tus.offset {
             return Err(conflict(
                 codes::OFFSET_MISMATCH,
@@ -454,6 +597,12 @@ impl Service {
         if upload.status != UploadStatus::Pending {
             // Complete already: a repeated last PATCH with an empty body.
             return Ok(TusInfo::new(&upload, &tus));
+        }
+        if tus.length == Some(tus.offset) {
+            // Every byte is in (a partial upload stays pending), or the
+            // process that took the last byte died before finishing: HEAD
+            // finishes it.
+            return self.tus_head(actor, id, trace_context).await;
         }
         match (tus.length, input.length) {
             (Some(a), Some(b)) if a != b => {
@@ -544,7 +693,6 @@ impl Service {
             }
             None => return Err(CoreError::NotFound),
         };
-        let staging = internal_key(&tus.staging_key)?;
         let shared = Arc::new(Mutex::new(Tally {
             bytes: 0,
             hasher: input.checksum.as_ref().map(|c| match c.algorithm {
@@ -558,7 +706,68 @@ impl Service {
             tally: shared.clone(),
             room,
         });
-        let append = self.blobs.staging_append(&staging, tus.offset, counted);
+        let checksum = input.checksum.as_ref();
+        let (new_offset, interrupted) = match &tus.multipart {
+            Some(mp) => {
+                let write =
+                    self.multipart_write(upload, &tus, mp, token, counted, &shared, checksum);
+                self.with_lease(actor, id, token, write).await?
+            }
+            None => {
+                let staging = internal_key(&tus.staging_key)?;
+                let append = async {
+                    self.blobs
+                        .staging_append(&staging, tus.offset, counted)
+                        .await
+                        .map_err(storage)
+                };
+                let staged: StagedWrite = self.with_lease(actor, id, token, append).await?;
+                verify_checksum(&shared, checksum, staged.interrupted.is_some())?;
+                let new_offset = tus.offset + staged.written;
+                if staged.written > 0 {
+                    let now = self.clock.now();
+                    if !self
+                        .store
+                        .tus_advance(actor.tenant_id, id, token, tus.offset, new_offset, &[], now)
+                        .await?
+                    {
+                        return Err(conflict(codes::LOCKED, "the upload's lease was lost"));
+                    }
+                }
+                (new_offset, staged.interrupted)
+            }
+        };
+        let over = shared.lock().unwrap_or_else(|e| e.into_inner()).over;
+        let tus = TusState {
+            offset: new_offset,
+            ..tus
+        };
+        if over {
+            return Err(conflict(
+                codes::EXCEEDS_LENGTH,
+                "the chunk goes past the upload's length; the bytes that fit were kept",
+            ));
+        }
+        if let Some(e) = interrupted {
+            tracing::info!(upload_id = %id, offset = new_offset, error = %e, "tus PATCH interrupted; received bytes kept");
+        }
+        let upload = if tus.length == Some(new_offset) {
+            self.tus_finish(upload, &tus, trace_context).await?
+        } else {
+            upload.clone()
+        };
+        Ok(TusInfo::new(&upload, &tus))
+    }
+
+    /// Runs `work` (a PATCH's writing) while renewing the lease every
+    /// [`RENEW_EVERY`]; if a renewal fails the work is dropped (423).
+    async fn with_lease<T>(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        token: uuid::Uuid,
+        work: impl std::future::Future<Output = Result<T, CoreError>>,
+    ) -> Result<T, CoreError> {
         let renew = async {
             loop {
                 tokio::time::sleep(RENEW_EVERY).await;
@@ -573,67 +782,18 @@ impl Service {
                 }
             }
         };
-        let staged: StagedWrite =
-            match futures_util::future::select(Box::pin(append), Box::pin(renew)).await {
-                futures_util::future::Either::Left((r, _)) => r.map_err(storage)?,
-                futures_util::future::Either::Right(_) => {
-                    return Err(conflict(codes::LOCKED, "the upload's lease was lost"));
-                }
-            };
-        let (over, digest) = {
-            let mut t = shared.lock().unwrap_or_else(|e| e.into_inner());
-            (t.over, t.hasher.take().map(Hasher::finish))
-        };
-        if let Some(expected) = &input.checksum {
-            if staged.interrupted.is_some() {
-                return Err(conflict(
-                    codes::CHECKSUM_MISMATCH,
-                    "the chunk was interrupted and cannot be verified; it was discarded",
-                ));
-            }
-            if digest.as_deref() != Some(expected.digest.as_slice()) {
-                return Err(conflict(
-                    codes::CHECKSUM_MISMATCH,
-                    "the chunk does not match Upload-Checksum; it was discarded",
-                ));
+        match futures_util::future::select(Box::pin(work), Box::pin(renew)).await {
+            futures_util::future::Either::Left((r, _)) => r,
+            futures_util::future::Either::Right(_) => {
+                Err(conflict(codes::LOCKED, "the upload's lease was lost"))
             }
         }
-        let new_offset = tus.offset + staged.written;
-        if staged.written > 0 {
-            let now = self.clock.now();
-            if !self
-                .store
-                .tus_advance(actor.tenant_id, id, token, tus.offset, new_offset, now)
-                .await?
-            {
-                return Err(conflict(codes::LOCKED, "the upload's lease was lost"));
-            }
-        }
-        let tus = TusState {
-            offset: new_offset,
-            ..tus
-        };
-        if over {
-            return Err(conflict(
-                codes::EXCEEDS_LENGTH,
-                "the chunk goes past the upload's length; the bytes that fit were kept",
-            ));
-        }
-        if let Some(e) = staged.interrupted {
-            tracing::info!(upload_id = %id, offset = new_offset, error = %e, "tus PATCH interrupted; received bytes kept");
-        }
-        let upload = if tus.length == Some(new_offset) {
-            self.tus_finish(upload, &tus, trace_context).await?
-        } else {
-            upload.clone()
-        };
-        Ok(TusInfo::new(&upload, &tus))
     }
 
     /// Termination: a pending upload is expired at once and its staged bytes
     /// deleted; a finished one goes to the trash.
     pub async fn tus_terminate(&self, actor: &Actor, id: UploadId) -> Result<(), CoreError> {
-        let (upload, tus) = self.tus_upload(actor, id, true).await?;
+        let (upload, _) = self.tus_upload(actor, id, true).await?;
         if upload.status == UploadStatus::Pending {
             let terminated = self
                 .store
@@ -641,10 +801,7 @@ impl Service {
                 .await;
             self.invalidate_upload(actor.tenant_id, id).await;
             terminated?.ok_or(CoreError::NotFound)?;
-            self.blobs
-                .staging_delete(&internal_key(&tus.staging_key)?)
-                .await
-                .map_err(storage)?;
+            self.tus_discard(&upload).await?;
         } else {
             let trashed = self
                 .store
@@ -655,6 +812,37 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// 460 unless the chunk hashed in `tally` matches `expected`; an
+/// interrupted chunk cannot be verified.
+fn verify_checksum(
+    tally: &Mutex<Tally>,
+    expected: Option<&Checksum>,
+    interrupted: bool,
+) -> Result<(), CoreError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    if interrupted {
+        return Err(conflict(
+            codes::CHECKSUM_MISMATCH,
+            "the chunk was interrupted and cannot be verified; it was discarded",
+        ));
+    }
+    let digest = tally
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .hasher
+        .take()
+        .map(Hasher::finish);
+    if digest.as_deref() != Some(expected.digest.as_slice()) {
+        return Err(conflict(
+            codes::CHECKSUM_MISMATCH,
+            "the chunk does not match Upload-Checksum; it was discarded",
+        ));
+    }
+    Ok(())
 }
 
 enum Hasher {
