@@ -10,9 +10,9 @@
 //! `~/.cache/buildpeer-tools` and exports `BUILDPEER_TEST_NODE_MODULES`
 //! (tus-js-client's `node_modules`) and `BUILDPEER_TEST_TUSPY` (a directory
 //! with `tusclient`); without them a test prints "skipped: …" and passes.
-//! Each runs on SQLite + local disk and on PostgreSQL + local disk (tus on
-//! S3 answers 501 until its multipart staging lands; then the PostgreSQL
-//! variant moves to S3 like the other tests).
+//! Each runs on SQLite + local disk and on PostgreSQL + S3 (Garage, when
+//! `BUILDPEER_TEST_S3_URL` is set; local disk otherwise). tus-js-client's
+//! `parallelUploads` (concatenation) runs too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -22,7 +22,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::process::{Server, serve_env};
-use common::{Backend, PgDatabase};
+use common::{Backend, PgDatabase, s3_url};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -53,6 +53,9 @@ enum Resume {
     Restarted,
     /// Stop, resume against a second process running next to the first.
     SecondProcess,
+    /// No interruption; three partial uploads in parallel, then a final one
+    /// (tus-js-client's `parallelUploads`).
+    Parallel,
 }
 
 macro_rules! interop {
@@ -75,6 +78,7 @@ interop! {
     js_whole: Js, Whole;
     js_resume_after_restart: Js, Restarted;
     js_resume_on_second_process: Js, SecondProcess;
+    js_parallel: Js, Parallel;
     py_whole: Py, Whole;
     py_resume_after_restart: Py, Restarted;
     py_resume_on_second_process: Py, SecondProcess;
@@ -110,8 +114,12 @@ impl Deployment {
             Backend::Postgres => {
                 let db = PgDatabase::create().await;
                 env.push(("BUILDPEER_DATABASE_URL".into(), db.url.clone()));
-                // tus on S3 answers 501 until its multipart staging lands;
-                // until then PostgreSQL runs with the local store.
+                match s3_url() {
+                    Some(url) => env.push(("BUILDPEER_STORAGE_URL".into(), url)),
+                    None => {
+                        eprintln!("note: BUILDPEER_TEST_S3_URL unset: postgres keeps local storage")
+                    }
+                }
                 Some(db)
             }
         };
@@ -261,6 +269,7 @@ async fn run_client(
     api: &Api,
     stop_after: usize,
     resume: Option<&str>,
+    parallel: bool,
 ) -> (String, bool) {
     let mut cmd = client_command(client).unwrap();
     cmd.args([
@@ -273,6 +282,9 @@ async fn run_client(
     ]);
     if let Some(url) = resume {
         cmd.arg(url);
+    }
+    if parallel {
+        cmd.env("TUS_PARALLEL", "3");
     }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
@@ -309,13 +321,14 @@ async fn scenario(client: Client, backend: Backend, resume: Resume) {
         let base = format!("http://{}", first.wait_listening().await);
         let api = Api::login(&first, &base).await;
 
-        if let Resume::Whole = resume {
-            let (url, done) = run_client(client, &base, &api, 0, None).await;
+        if let Resume::Whole | Resume::Parallel = resume {
+            let parallel = matches!(resume, Resume::Parallel);
+            let (url, done) = run_client(client, &base, &api, 0, None, parallel).await;
             assert!(done);
             api.assert_completed(&base, &url, &source).await;
             return;
         }
-        let (url, done) = run_client(client, &base, &api, STOP_AFTER, None).await;
+        let (url, done) = run_client(client, &base, &api, STOP_AFTER, None, false).await;
         assert!(!done, "the client was to stop mid-way");
         let acknowledged = api.head_offset(&url).await;
         assert!(
@@ -339,7 +352,7 @@ async fn scenario(client: Client, backend: Backend, resume: Resume) {
         };
         let moved = url.replacen(&base, &base2, 1);
         assert_eq!(api.head_offset(&moved).await, acknowledged);
-        let (_, done) = run_client(client, &base2, &api, 0, Some(&moved)).await;
+        let (_, done) = run_client(client, &base2, &api, 0, Some(&moved), false).await;
         assert!(done);
         api.assert_completed(&base2, &moved, &source).await;
         drop(dep.dir);

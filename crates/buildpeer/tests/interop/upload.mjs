@@ -5,6 +5,9 @@
 //   STOP_AFTER: 0 uploads everything; N > 0 aborts once at least N bytes are
 //   acknowledged (an interrupted upload). RESUME_URL continues that upload.
 // Prints `URL <upload url>` as soon as it is known, then `DONE` or `STOPPED <offset>`.
+// TUS_PARALLEL=N uploads the file as N partial uploads and a final one
+// (the concatenation extension); the partials carry the metadata too, since
+// the server needs project_id on every upload.
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
@@ -15,6 +18,8 @@ const tus = require("tus-js-client");
 const [endpoint, token, file, project, chunk, stopAfter, resumeUrl] = process.argv.slice(2);
 const data = readFileSync(file);
 const stop = Number(stopAfter);
+const parallel = Number(process.env.TUS_PARALLEL || "1");
+const metadata = { project_id: project, filename: basename(file), filetype: "image/jpeg" };
 let printed = false;
 
 const upload = new tus.Upload(data, {
@@ -22,7 +27,8 @@ const upload = new tus.Upload(data, {
   uploadUrl: resumeUrl || null,
   chunkSize: Number(chunk),
   headers: { Authorization: `Bearer ${token}` },
-  metadata: { project_id: project, filename: basename(file), filetype: "image/jpeg" },
+  metadata,
+  ...(parallel > 1 ? { parallelUploads: parallel, metadataForPartialUploads: metadata } : {}),
   // No fingerprint store: resumption is driven by the URL the test passes.
   storeFingerprintForResuming: false,
   retryDelays: [100, 500, 1000, 1000, 2000],
@@ -45,6 +51,10 @@ const upload = new tus.Upload(data, {
     process.exit(1);
   },
   onSuccess() {
+    // With parallelUploads the final upload's URL is only known here.
+    if (!printed) {
+      console.log(`URL ${upload.url}`);
+    }
     console.log("DONE");
     process.exit(0);
   },
