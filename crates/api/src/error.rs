@@ -5,7 +5,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use buildpeer_core::blob::BlobError;
-use buildpeer_core::error::{CoreError, FieldError};
+use buildpeer_core::error::{CoreError, FieldError, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -79,6 +79,9 @@ impl ApiError {
                     (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type")
                 }
                 CoreError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+                CoreError::Unavailable(StoreError::Busy(_)) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "database_busy")
+                }
                 CoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                 CoreError::StorageUnavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
@@ -115,8 +118,16 @@ impl IntoResponse for ApiError {
             ApiError::Blob(e) | ApiError::Core(CoreError::StorageUnavailable(e)) => {
                 e.circuit_open()
             }
+            // A queue for connections drains in moments.
+            ApiError::Core(CoreError::Unavailable(StoreError::Busy(_))) => {
+                Some(std::time::Duration::from_secs(1))
+            }
             _ => None,
         };
+        let transient = matches!(
+            &self,
+            ApiError::Core(CoreError::Unavailable(StoreError::Unavailable(_)))
+        );
         let detail = match &self {
             ApiError::Core(CoreError::NotFound) => "no such resource".to_owned(),
             ApiError::Core(CoreError::Unauthorized) => {
@@ -167,9 +178,17 @@ impl IntoResponse for ApiError {
             let seconds = breaker_wait.map_or(5, |d| d.as_secs().max(1));
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if transient {
+            response.extensions_mut().insert(TransientDatabaseError);
+        }
         response
     }
 }
+
+/// Marks a response that failed on a transient database error (a dropped
+/// connection, a server restarting), which [`crate::retry`] may retry.
+#[derive(Debug, Clone, Copy)]
+pub struct TransientDatabaseError;
 
 /// Prints an error with all its sources, for logs.
 struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));

@@ -6,6 +6,7 @@ mod dto;
 mod error;
 mod extract;
 mod ratelimit;
+mod retry;
 mod routes;
 mod telemetry;
 
@@ -256,6 +257,7 @@ fn router(service: Service, metrics: PrometheusHandle) -> Router {
         )
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .route_layer(axum::middleware::from_fn(retry::transient))
         .route_layer(limits)
         .route_layer(axum::middleware::from_fn(telemetry::mark_route))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -49,6 +49,7 @@ pub async fn connect_store(
     }
     let opts = DbOptions {
         max_connections: db.max_connections,
+        acquire_timeout: db.acquire_timeout,
         ..DbOptions::default()
     };
     buildpeer_db::connect(db.url.expose_secret(), &opts)

@@ -97,6 +97,11 @@ pub struct CommonArgs {
     #[arg(long, env = "BUILDPEER_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
 
+    /// Milliseconds a request waits for a free database connection before
+    /// it answers 503 `database_busy` with Retry-After (pool exhaustion).
+    #[arg(long, env = "BUILDPEER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_acquire_timeout_ms: u64,
+
     /// Log format: one JSON object per line, or human-readable.
     #[arg(long, env = "BUILDPEER_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -392,6 +397,8 @@ pub struct TenantCreateArgs {
 pub struct DatabaseConfig {
     pub url: SecretString,
     pub max_connections: u32,
+    /// How long a query waits for a free connection.
+    pub acquire_timeout: Duration,
 }
 
 impl DatabaseConfig {
@@ -405,6 +412,7 @@ impl DatabaseConfig {
         Self {
             url,
             max_connections: args.db_max_connections,
+            acquire_timeout: Duration::from_millis(args.db_acquire_timeout_ms.max(1)),
         }
     }
 
@@ -470,6 +478,7 @@ impl Config {
                     data_dir.join("buildpeer.db").display()
                 )),
                 max_connections: 10,
+                acquire_timeout: Duration::from_secs(5),
             },
             storage_url: None,
             public_url: None,

@@ -47,9 +47,15 @@ pub enum StoreError {
     /// A uniqueness rule was broken; the payload names which one.
     #[error("conflict on {0}")]
     Conflict(Conflict),
-    /// The database could not be reached or timed out: worth retrying later.
+    /// The database could not be reached, or dropped the connection: a
+    /// transient failure, worth retrying (at once, with backoff).
     #[error("metadata store unavailable")]
     Unavailable(#[source] Box<dyn StdError + Send + Sync>),
+    /// Every connection stayed in use for the whole acquire timeout: the
+    /// database is overloaded, not broken, and retrying at once would only
+    /// queue again.
+    #[error("metadata store busy: no connection free")]
+    Busy(#[source] Box<dyn StdError + Send + Sync>),
     /// Anything else: a bug or corrupt data.
     #[error("metadata store error")]
     Other(#[source] Box<dyn StdError + Send + Sync>),
@@ -128,7 +134,7 @@ impl From<StoreError> for CoreError {
             StoreError::Conflict(c) => {
                 CoreError::conflict("conflict", format!("a {c} with that value already exists"))
             }
-            e @ StoreError::Unavailable(_) => CoreError::Unavailable(e),
+            e @ (StoreError::Unavailable(_) | StoreError::Busy(_)) => CoreError::Unavailable(e),
             StoreError::Other(e) => CoreError::Internal(e),
         }
     }

@@ -751,9 +751,9 @@ pub(crate) fn store_error(
             }
             StoreError::Other(Box::new(e))
         }
+        sqlx::Error::PoolTimedOut => StoreError::Busy(Box::new(e)),
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(e)),
         _ => StoreError::Other(Box::new(e)),

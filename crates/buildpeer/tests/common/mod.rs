@@ -8,6 +8,7 @@
 //! a child.
 #![allow(dead_code)]
 
+pub mod postgres_server;
 pub mod process;
 pub mod redis;
 
