@@ -68,6 +68,7 @@ async fn tenant_count(data_dir: &Path) -> u64 {
             data_dir.join("buildpeer.db").display()
         )),
         max_connections: 1,
+        acquire_timeout: std::time::Duration::from_secs(5),
     };
     let store = buildpeer::app::connect_store(&db, data_dir).await.unwrap();
     store.tenant_count().await.unwrap()
@@ -240,6 +241,11 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = find(&buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let status: u16 = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("bad status line in {head}"));
             let length: usize = head
                 .lines()
                 .find_map(|l| {
@@ -247,13 +253,10 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
                     k.eq_ignore_ascii_case("content-length")
                         .then(|| v.trim().parse().ok())?
                 })
+                // A 204 has no body and so no length.
+                .or((status == 204).then_some(0))
                 .unwrap_or_else(|| panic!("no Content-Length in {head}"));
             if buf.len() >= end + 4 + length {
-                let status = head
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or_else(|| panic!("bad status line in {head}"));
                 let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string();
                 return (status, body);
             }
@@ -378,6 +381,183 @@ async fn graceful_shutdown_on_sigterm() {
         server
             .wait_for_log("stopped", |l| l["message"] == "stopped")
             .await;
+    })
+    .await
+    .expect("timed out");
+}
+
+/// Sends a request's head and the first half of its `body` on a fresh
+/// connection; the caller sends the rest.
+async fn half_sent(addr: SocketAddr, head: &str, body: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    stream.flush().await.unwrap();
+    stream
+}
+
+/// SIGTERM while two uploads stream their bodies (a tus PATCH and a signed
+/// PUT): both complete and are acknowledged, no new connection is served,
+/// the process exits 0, and after a restart the bytes are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_inflight_uploads_finish() {
+    tokio::time::timeout(common::SCENARIO_TIMEOUT, async {
+        let dir = temp_dir();
+        let env = serve_env(dir.path());
+        let mut server = Server::spawn(&[], &env);
+        let addr = server.wait_listening().await;
+        let password = password_lines(&server)[0]["password"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let tokens: Value = login(addr, "demo", DEMO_EMAIL, &password)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let token = tokens["access_token"].as_str().unwrap().to_owned();
+        let http = client();
+        let base = format!("http://{addr}");
+        let project: Value = http
+            .post(format!("{base}/v1/projects"))
+            .bearer_auth(&token)
+            .json(&json!({ "name": "Obra" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let project = project["id"].as_str().unwrap().to_owned();
+        let body: Vec<u8> = b"%PDF-1.4\n"
+            .iter()
+            .copied()
+            .chain((0..2_000_000u32).map(|i| (i % 251) as u8))
+            .collect();
+
+        // A tus upload and a signed upload, each with its body half sent.
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let created = http
+            .post(format!("{base}/v1/tus"))
+            .bearer_auth(&token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", body.len().to_string())
+            .header(
+                "Upload-Metadata",
+                format!(
+                    "project_id {},filetype {}",
+                    b64(&project),
+                    b64("application/pdf")
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status().as_u16(), 201);
+        let tus_path = created.headers()["location"].to_str().unwrap().to_owned();
+        let tus_path = tus_path.strip_prefix(&base).unwrap_or(&tus_path).to_owned();
+        let tus_id = tus_path.rsplit('/').next().unwrap().to_owned();
+        let mut patch = half_sent(
+            addr,
+            &format!(
+                "PATCH {tus_path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+                 Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+                 Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            ),
+            &body,
+        )
+        .await;
+        let initiated: Value = http
+            .post(format!("{base}/v1/projects/{project}/uploads"))
+            .bearer_auth(&token)
+            .json(
+                &json!({ "filename": "plano.pdf", "content_type": "application/pdf",
+                           "size": body.len() }),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let signed_id = initiated["id"].as_str().unwrap().to_owned();
+        let url = reqwest::Url::parse(initiated["upload"]["url"].as_str().unwrap()).unwrap();
+        let target = format!("{}?{}", url.path(), url.query().unwrap_or(""));
+        let mut put = half_sent(
+            addr,
+            &format!(
+                "PUT {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/pdf\r\n\
+                 Content-Length: {}\r\n\r\n",
+                body.len()
+            ),
+            &body,
+        )
+        .await;
+        // Both handlers are running when the signal comes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        server.sigterm();
+        server
+            .wait_for_log("shutdown requested", |l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("shutdown requested"))
+            })
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while new_connection_served(addr).await {
+            assert!(Instant::now() < deadline, "still serving 5 s after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // The rest of both bodies: both are acknowledged.
+        let half = body.len() / 2;
+        patch.write_all(&body[half..]).await.unwrap();
+        put.write_all(&body[half..]).await.unwrap();
+        let (status, text) = read_response(&mut patch).await;
+        assert_eq!(status, 204, "{text}");
+        let (status, text) = read_response(&mut put).await;
+        assert!((200..300).contains(&status), "{status} {text}");
+        let status = server.wait_exit(Duration::from_secs(10)).await;
+        assert!(status.success(), "exit status {status}");
+
+        // After a restart: the tus upload is whole; the signed one completes
+        // (its size checked against the stored object).
+        let server = Server::spawn(&[], &env);
+        let addr = server.wait_listening().await;
+        let base = format!("http://{addr}");
+        let tus: Value = http
+            .get(format!("{base}/v1/uploads/{tus_id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // Acknowledged, then picked up by the in-process worker.
+        assert_ne!(tus["status"], "PENDING", "{tus}");
+        assert_eq!(tus["size"], body.len());
+        let stored = http
+            .get(format!("{base}/v1/uploads/{tus_id}/content"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stored.status().as_u16(), 200);
+        assert!(
+            stored.bytes().await.unwrap() == body,
+            "the tus bytes differ"
+        );
+        let done = http
+            .post(format!("{base}/v1/uploads/{signed_id}/complete"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status().as_u16(), 200, "{:?}", done.text().await);
     })
     .await
     .expect("timed out");
