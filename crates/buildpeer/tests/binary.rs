@@ -290,6 +290,27 @@ async fn new_connection_served(addr: SocketAddr) -> bool {
     ) && buf.starts_with(b"HTTP/1.1 200")
 }
 
+/// SIGTERM, then waits until new connections are refused. Polled, because
+/// the accept loop notices the signal a moment after it is logged.
+async fn sigterm_then_refused(server: &Server, addr: SocketAddr) {
+    server.sigterm();
+    server
+        .wait_for_log("shutdown requested", |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shutdown requested"))
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting 5 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_on_sigterm() {
     tokio::time::timeout(common::SCENARIO_TIMEOUT, async {
@@ -326,24 +347,7 @@ async fn graceful_shutdown_on_sigterm() {
         stream.write_all(first).await.unwrap();
         stream.flush().await.unwrap();
 
-        server.sigterm();
-        server
-            .wait_for_log("shutdown requested", |l| {
-                l["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("shutdown requested"))
-            })
-            .await;
-        // New connections are refused from now on. Polled, because the accept
-        // loop notices the signal a moment after it is logged.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(addr).await.is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "still accepting 5 s after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        sigterm_then_refused(&server, addr).await;
         for _ in 0..3 {
             assert!(
                 !new_connection_served(addr).await,
@@ -498,19 +502,7 @@ async fn sigterm_lets_inflight_uploads_finish() {
         // Both handlers are running when the signal comes.
         tokio::time::sleep(Duration::from_millis(300)).await;
 
-        server.sigterm();
-        server
-            .wait_for_log("shutdown requested", |l| {
-                l["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("shutdown requested"))
-            })
-            .await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while new_connection_served(addr).await {
-            assert!(Instant::now() < deadline, "still serving 5 s after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        sigterm_then_refused(&server, addr).await;
 
         // The rest of both bodies: both are acknowledged.
         let half = body.len() / 2;

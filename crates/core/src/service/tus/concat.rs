@@ -4,7 +4,7 @@
 
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{CreateMetadata, EXPIRY, LEASE, TusInfo, codes, conflict, internal_key};
+use super::{CreateMetadata, EXPIRY, TusInfo, codes, conflict, internal_key};
 use crate::blob::{ByteStream, ObjectKey};
 use crate::error::CoreError;
 use crate::ids::UploadId;
@@ -86,17 +86,13 @@ impl Service {
             if upload.status != UploadStatus::Pending || tus.length != Some(tus.offset) {
                 return Err(invalid(&format!("{id} is not complete")));
             }
-            let now = self.clock.now();
-            if !self
-                .store
-                .tus_lock(actor.tenant_id, id, token, now + LEASE, now)
-                .await?
-            {
-                return Err(conflict(
-                    codes::LOCKED,
-                    "a partial upload is being written or concatenated",
-                ));
-            }
+            self.lease(
+                actor,
+                id,
+                token,
+                "a partial upload is being written or concatenated",
+            )
+            .await?;
             locked.push(id);
             // Its object is normally there since its last PATCH; after a
             // crash in between, it is made now.

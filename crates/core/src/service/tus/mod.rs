@@ -496,6 +496,26 @@ impl Service {
         Ok(TusInfo::new(&upload, &tus))
     }
 
+    /// Takes the upload's lease for `token`, or 423 saying `busy`.
+    async fn lease(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+        token: uuid::Uuid,
+        busy: &str,
+    ) -> Result<(), CoreError> {
+        let now = self.clock.now();
+        if self
+            .store
+            .tus_lock(actor.tenant_id, id, token, now + LEASE, now)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(conflict(codes::LOCKED, busy))
+        }
+    }
+
     async fn unlock(&self, actor: &Actor, id: UploadId, token: uuid::Uuid) {
         if let Err(e) = self.store.tus_unlock(actor.tenant_id, id, token).await {
             // The lease runs out by itself.
@@ -648,17 +668,13 @@ impl Service {
         }
 
         let token = uuid::Uuid::now_v7();
-        let now = self.clock.now();
-        if !self
-            .store
-            .tus_lock(actor.tenant_id, id, token, now + LEASE, now)
-            .await?
-        {
-            return Err(conflict(
-                codes::LOCKED,
-                "another request is writing to this upload",
-            ));
-        }
+        self.lease(
+            actor,
+            id,
+            token,
+            "another request is writing to this upload",
+        )
+        .await?;
         let result = self
             .locked_patch(actor, &upload, tus, token, input, room, body, trace_context)
             .await;
