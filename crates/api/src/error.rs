@@ -114,7 +114,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let breaker_wait = match &self {
+        let retry_after = match &self {
             ApiError::Blob(e) | ApiError::Core(CoreError::StorageUnavailable(e)) => {
                 e.circuit_open()
             }
@@ -174,8 +174,9 @@ impl IntoResponse for ApiError {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             metrics::counter!("http_unavailable_total", "reason" => code).increment(1);
-            // An open storage breaker knows when it lets calls through again.
-            let seconds = breaker_wait.map_or(5, |d| d.as_secs().max(1));
+            // An open storage breaker knows when it lets calls through again;
+            // a busy pool frees a connection in moments; else 5 s.
+            let seconds = retry_after.map_or(5, |d| d.as_secs().max(1));
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if transient {

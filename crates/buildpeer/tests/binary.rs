@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use buildpeer::config::DatabaseConfig;
-use common::process::{self, Server, serve_env};
+use common::process::{self, DemoAdmin, Server, serve_env};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -410,29 +410,13 @@ async fn sigterm_lets_inflight_uploads_finish() {
         let env = serve_env(dir.path());
         let mut server = Server::spawn(&[], &env);
         let addr = server.wait_listening().await;
-        let password = password_lines(&server)[0]["password"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let tokens: Value = login(addr, "demo", DEMO_EMAIL, &password)
-            .await
-            .json()
-            .await
-            .unwrap();
-        let token = tokens["access_token"].as_str().unwrap().to_owned();
-        let http = client();
         let base = format!("http://{addr}");
-        let project: Value = http
-            .post(format!("{base}/v1/projects"))
-            .bearer_auth(&token)
-            .json(&json!({ "name": "Obra" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let project = project["id"].as_str().unwrap().to_owned();
+        let admin = DemoAdmin::login(&server, &base).await;
+        let project = admin.create_project(&base, "Obra").await;
+        let DemoAdmin {
+            client: http,
+            token,
+        } = admin;
         let body: Vec<u8> = b"%PDF-1.4\n"
             .iter()
             .copied()

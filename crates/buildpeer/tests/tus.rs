@@ -343,24 +343,7 @@ async fn interrupted_patch_is_kept(backend: Backend) {
     let up = app.get(&format!("/v1/uploads/{id}"), token).await;
     assert_eq!(up.json()["status"], "UPLOADED");
     // Byte-identical: download through the redirect and compare SHA-256.
-    let r = app
-        .send(app.request(
-            Method::GET,
-            &format!("/v1/uploads/{id}/content"),
-            Some(token),
-        ))
-        .await;
-    r.assert_status(307);
-    let url = r.header("location").unwrap().to_owned();
-    let got = app
-        .client
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = download(&app, token, id).await;
     assert_eq!(Sha256::digest(&got), Sha256::digest(&data));
 }
 

@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{Server, serve_env};
+use common::process::{DemoAdmin, Server, serve_env};
 use common::{Backend, PgDatabase, s3_url};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -140,39 +140,12 @@ struct Api {
 
 impl Api {
     async fn login(server: &Server, base: &str) -> Self {
-        let line = server
-            .wait_for_log("the demo password", |v| v["password"].is_string())
-            .await;
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap();
-        let tokens: Value = client
-            .post(format!("{base}/v1/auth/login"))
-            .json(&json!({"tenant": "demo", "email": "admin@demo.local",
-                          "password": line["password"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = tokens["access_token"].as_str().unwrap().to_owned();
-        let project: Value = client
-            .post(format!("{base}/v1/projects"))
-            .bearer_auth(&token)
-            .json(&json!({"name": "Obra"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let admin = DemoAdmin::login(server, base).await;
+        let project = admin.create_project(base, "Obra").await;
         Self {
-            client,
-            token,
-            project: project["id"].as_str().unwrap().to_owned(),
+            client: admin.client,
+            token: admin.token,
+            project,
         }
     }
 

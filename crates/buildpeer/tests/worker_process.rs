@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::process::{Server, serve_env};
+use common::process::{DemoAdmin, Server, serve_env};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -63,22 +63,13 @@ impl Api {
     }
 }
 
-async fn login(addr: SocketAddr, password: &str) -> Api {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+async fn login(server: &Server, addr: SocketAddr) -> Api {
     let base = format!("http://{addr}");
-    let tokens: Value = client
-        .post(format!("{base}/v1/auth/login"))
-        .json(&json!({"tenant": "demo", "email": "admin@demo.local", "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin = DemoAdmin::login(server, &base).await;
     Api {
         base,
-        token: tokens["access_token"].as_str().unwrap().to_owned(),
-        client,
+        token: admin.token,
+        client: admin.client,
     }
 }
 
@@ -100,10 +91,7 @@ async fn dead_letter_and_retry_across_processes() {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Server::spawn(&["--no-worker"], &serve_env(dir.path()));
         let addr = server.wait_listening().await;
-        let line = server
-            .wait_for_log("the demo password", |v| v["password"].is_string())
-            .await;
-        let api = login(addr, line["password"].as_str().unwrap()).await;
+        let api = login(&server, addr).await;
         let project = api
             .call(
                 reqwest::Method::POST,

@@ -94,7 +94,8 @@ impl PostgresServer {
         self.dir.path().join("data")
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// `tool` of the server's binaries, run as `postgres` when we are root.
+    fn command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
         let mut cmd = if is_root() {
             let mut c = Command::new("runuser");
@@ -103,9 +104,14 @@ impl PostgresServer {
         } else {
             Command::new(&program)
         };
-        let out = cmd
+        cmd.current_dir(Path::new("/"));
+        cmd
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self
+            .command(tool)
             .args(args)
-            .current_dir(Path::new("/"))
             .output()
             .unwrap_or_else(|e| panic!("running {tool}: {e}"));
         assert!(
@@ -146,16 +152,9 @@ impl PostgresServer {
 impl Drop for PostgresServer {
     fn drop(&mut self) {
         let data = self.data();
-        let program = self.bin.join("pg_ctl");
-        let args = ["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"];
-        let _ = if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        };
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"])
+            .output();
     }
 }

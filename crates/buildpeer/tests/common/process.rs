@@ -203,3 +203,56 @@ where
         }
     });
 }
+
+/// The demo tenant's admin, logged in over HTTP to a `serve` child process
+/// that bootstrapped it (the one-time password comes from its log).
+pub struct DemoAdmin {
+    pub client: reqwest::Client,
+    pub token: String,
+}
+
+impl DemoAdmin {
+    pub async fn login(server: &Server, base: &str) -> Self {
+        let line = server
+            .wait_for_log("the demo password", |v| v["password"].is_string())
+            .await;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(WAIT)
+            .build()
+            .expect("HTTP client");
+        let tokens: Value = client
+            .post(format!("{base}/v1/auth/login"))
+            .json(
+                &serde_json::json!({"tenant": "demo", "email": "admin@demo.local",
+                                      "password": line["password"]}),
+            )
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("login answer");
+        let token = tokens["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned();
+        Self { client, token }
+    }
+
+    /// Creates a project named `name`; returns its id.
+    pub async fn create_project(&self, base: &str, name: &str) -> String {
+        let project: Value = self
+            .client
+            .post(format!("{base}/v1/projects"))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("creating a project")
+            .json()
+            .await
+            .expect("the project");
+        project["id"].as_str().expect("a project id").to_owned()
+    }
+}

@@ -4,16 +4,16 @@
 
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{CreateMetadata, EXPIRY, TusInfo, codes, conflict, internal_key};
+use super::{CreateMetadata, TusInfo, codes, conflict, initial_state, internal, internal_key};
 use crate::blob::{ByteStream, ObjectKey};
 use crate::error::CoreError;
 use crate::ids::UploadId;
 use crate::model::Project;
 use crate::policy::ProjectAction;
-use crate::ports::{NewTus, NewUpload, TusConcat, TusState};
+use crate::ports::TusConcat;
 use crate::service::uploads::storage;
 use crate::service::{Actor, Service};
-use crate::upload::{Transfer, Upload, UploadStatus};
+use crate::upload::{Upload, UploadStatus};
 
 fn invalid(msg: &str) -> CoreError {
     conflict(codes::INVALID_CONCAT, msg)
@@ -103,41 +103,12 @@ impl Service {
         // replaces them.
         self.check_size(actor, project, length).await?;
 
-        let now = self.clock.now();
-        let id = UploadId::new();
-        let new = NewUpload {
-            id,
-            project_id: meta.project_id,
-            uploaded_by: actor.user_id,
-            filename: meta.filename.clone(),
-            content_type: meta.content_type.clone(),
-            size: length,
-            sha256: None,
-            object_key: ObjectKey::original(actor.tenant_id, meta.project_id, id),
-            transfer: Transfer::Single,
-            expires_at: now + EXPIRY,
-            created_at: now,
-        };
-        let concat = TusConcat::Final(partials.to_vec());
-        let tus = NewTus {
-            length: Some(length),
-            offset: length,
-            metadata: raw,
-            staging_key: ObjectKey::tus_staging(actor.tenant_id, meta.project_id, id),
-            multipart: None,
-            concat: Some(concat.clone()),
-        };
+        let (new, mut tus) = meta.rows(actor, Some(length), length, raw, self.clock.now());
+        tus.concat = Some(TusConcat::Final(partials.to_vec()));
         let upload = self.store.tus_create(actor.tenant_id, &new, &tus).await?;
         metrics::counter!("uploads_initiated_total").increment(1);
-        tracing::info!(upload_id = %id, project_id = %meta.project_id, length, parts = partials.len(), "tus final upload created");
-        let state = TusState {
-            length: Some(length),
-            offset: length,
-            metadata: tus.metadata,
-            staging_key: tus.staging_key.to_string(),
-            multipart: None,
-            concat: Some(concat),
-        };
+        tracing::info!(upload_id = %new.id, project_id = %meta.project_id, length, parts = partials.len(), "tus final upload created");
+        let state = initial_state(&tus);
         let upload = self.tus_finish(&upload, &state, None).await?;
         Ok(TusInfo::new(&upload, &state))
     }
@@ -159,13 +130,7 @@ impl Service {
                     keys.push(internal_key(&p.object_key)?);
                 }
                 _ => {
-                    let now = self.clock.now();
-                    let terminated = self
-                        .store
-                        .tus_terminate(upload.tenant_id, upload.id, now)
-                        .await;
-                    self.invalidate_upload(upload.tenant_id, upload.id).await;
-                    terminated?;
+                    self.tus_expire(upload.tenant_id, upload.id).await?;
                     return Err(conflict(
                         codes::GONE,
                         "a partial upload of this final upload is gone",
@@ -189,13 +154,10 @@ impl Service {
             .map_err(storage)?;
         if meta.size != length {
             self.blobs.delete(key).await.map_err(storage)?;
-            return Err(CoreError::Internal(
-                format!(
-                    "upload {}: its partials hold {} bytes, not {length}",
-                    upload.id, meta.size
-                )
-                .into(),
-            ));
+            return Err(internal(format!(
+                "upload {}: its partials hold {} bytes, not {length}",
+                upload.id, meta.size
+            )));
         }
         Ok(())
     }
@@ -205,16 +167,7 @@ impl Service {
     /// deletes it, so it is only logged.
     pub(super) async fn concat_consume(&self, upload: &Upload, partials: &[UploadId]) {
         for &id in partials {
-            let now = self.clock.now();
-            let consumed = async {
-                let partial = self.store.tus_terminate(upload.tenant_id, id, now).await?;
-                self.invalidate_upload(upload.tenant_id, id).await;
-                if let Some(partial) = partial {
-                    self.tus_discard(&partial).await?;
-                }
-                Ok::<_, CoreError>(())
-            };
-            if let Err(e) = consumed.await {
+            if let Err(e) = self.tus_expire(upload.tenant_id, id).await {
                 tracing::warn!(error = %e, upload_id = %id, final_id = %upload.id, "could not remove a used partial upload; it will expire");
             }
         }

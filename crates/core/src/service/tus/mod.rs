@@ -117,7 +117,7 @@ use super::uploads::storage;
 use super::{Actor, Service};
 use crate::blob::{BlobError, ByteStream, ObjectKey, StagedWrite};
 use crate::error::{CoreError, Invalid};
-use crate::ids::{ProjectId, UploadId};
+use crate::ids::{ProjectId, TenantId, UploadId};
 use crate::policy::ProjectAction;
 use crate::ports::{NewTus, NewUpload, TusConcat, TusMultipart, TusState};
 use crate::upload::plan_parts;
@@ -315,12 +315,66 @@ impl CreateMetadata {
     }
 }
 
+impl CreateMetadata {
+    /// The upload row and tus row of a new tus upload of `length` (`None`
+    /// while deferred) with `offset` bytes already there and `metadata` the
+    /// raw header; no multipart upload, no concatenation.
+    fn rows(
+        &self,
+        actor: &Actor,
+        length: Option<u64>,
+        offset: u64,
+        metadata: String,
+        now: DateTime<Utc>,
+    ) -> (NewUpload, NewTus) {
+        let id = UploadId::new();
+        let upload = NewUpload {
+            id,
+            project_id: self.project_id,
+            uploaded_by: actor.user_id,
+            filename: self.filename.clone(),
+            content_type: self.content_type.clone(),
+            size: length.unwrap_or(0),
+            sha256: None,
+            object_key: ObjectKey::original(actor.tenant_id, self.project_id, id),
+            transfer: Transfer::Single,
+            expires_at: now + EXPIRY,
+            created_at: now,
+        };
+        let tus = NewTus {
+            length,
+            offset,
+            metadata,
+            staging_key: ObjectKey::tus_staging(actor.tenant_id, self.project_id, id),
+            multipart: None,
+            concat: None,
+        };
+        (upload, tus)
+    }
+}
+
+/// The state a tus row starts in.
+fn initial_state(tus: &NewTus) -> TusState {
+    TusState {
+        length: tus.length,
+        offset: tus.offset,
+        metadata: tus.metadata.clone(),
+        staging_key: tus.staging_key.to_string(),
+        multipart: tus.multipart.clone(),
+        concat: tus.concat.clone(),
+    }
+}
+
 fn conflict(code: &'static str, msg: &str) -> CoreError {
     CoreError::conflict(code, msg)
 }
 
+fn internal(msg: String) -> CoreError {
+    CoreError::Internal(msg.into())
+}
+
 fn internal_key(s: &str) -> Result<ObjectKey, CoreError> {
-    ObjectKey::parse(s).map_err(|e| CoreError::Internal(e.message.into()))
+    ObjectKey::parse(s).map_err(|e| internal(e.message))
 }
 
 impl Service {
@@ -375,24 +429,12 @@ impl Service {
         let size = length.unwrap_or(0);
         let limits = self.check_size(actor, &project, size).await?;
         self.check_quota(actor, limits, size).await?;
-        let now = self.clock.now();
-        let id = UploadId::new();
-        let new = NewUpload {
-            id,
-            project_id: meta.project_id,
-            uploaded_by: actor.user_id,
-            filename: meta.filename,
-            content_type: meta.content_type,
-            size,
-            sha256: None,
-            object_key: ObjectKey::original(actor.tenant_id, meta.project_id, id),
-            transfer: Transfer::Single,
-            expires_at: now + EXPIRY,
-            created_at: now,
-        };
+        let (new, mut tus) = meta.rows(actor, length, 0, raw, self.clock.now());
+        let id = new.id;
+        tus.concat = input.concat;
         // A store that cannot append takes the bytes as a multipart upload
         // whose part size is fixed now, for the largest length possible.
-        let multipart = if self.blobs.supports_staging() {
+        tus.multipart = if self.blobs.supports_staging() {
             None
         } else {
             let most = length.unwrap_or(self.max_upload_bytes(limits));
@@ -406,14 +448,6 @@ impl Service {
                 part_size,
                 upload_id,
             })
-        };
-        let tus = NewTus {
-            length,
-            offset: 0,
-            metadata: raw,
-            staging_key: ObjectKey::tus_staging(actor.tenant_id, meta.project_id, id),
-            multipart,
-            concat: input.concat,
         };
         let upload = match self.store.tus_create(actor.tenant_id, &new, &tus).await {
             Ok(upload) => upload,
@@ -431,15 +465,7 @@ impl Service {
         };
         metrics::counter!("uploads_initiated_total").increment(1);
         tracing::info!(upload_id = %id, project_id = %meta.project_id, ?length, "tus upload created");
-        Ok(TusInfo {
-            id,
-            offset: 0,
-            length,
-            metadata: tus.metadata,
-            expires_at: Some(upload.expires_at),
-            status: upload.status,
-            concat: tus.concat,
-        })
+        Ok(TusInfo::new(&upload, &initial_state(&tus)))
     }
 
     /// A tus upload as the actor may see it; 410 when it is gone.
@@ -560,10 +586,9 @@ impl Service {
         }
     }
 
-    /// Deletes what a pending (or just expired) tus upload holds besides its
-    /// row: staging, or the multipart upload and its tail; and its object if
-    /// one was made (a complete partial upload). Idempotent; nothing to do
-    /// for uploads that are not tus uploads.
+    /// Deletes the staged bytes of a pending (or just expired) tus upload:
+    /// staging, or the multipart upload and its tail. Idempotent; nothing to
+    /// do for uploads that are not tus uploads.
     pub(super) async fn tus_discard(&self, upload: &Upload) -> Result<(), CoreError> {
         let Some(tus) = self.store.tus_get(upload.tenant_id, upload.id).await? else {
             return Ok(());
@@ -583,12 +608,32 @@ impl Service {
             }
             None => self.blobs.staging_delete(&staging).await.map_err(storage)?,
         }
-        // A complete partial upload's object, or the object a process
-        // finished before it died without marking the upload: nobody's now.
-        if matches!(upload.status, UploadStatus::Pending | UploadStatus::Expired) {
-            self.blobs.delete(&key).await.map_err(storage)?;
-        }
         Ok(())
+    }
+
+    /// Expires a pending tus upload now (termination, a used-up partial, a
+    /// final whose partials are gone) and deletes all it holds: its staged
+    /// bytes and its object, if one was made (a complete partial upload, or
+    /// one a process finished before it died). `None` if it is gone; an
+    /// upload that is no longer pending comes back untouched.
+    async fn tus_expire(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+    ) -> Result<Option<Upload>, CoreError> {
+        let expired = self.store.tus_terminate(tenant, id, self.clock.now()).await;
+        self.invalidate_upload(tenant, id).await;
+        let Some(upload) = expired? else {
+            return Ok(None);
+        };
+        if upload.status == UploadStatus::Expired {
+            self.tus_discard(&upload).await?;
+            self.blobs
+                .delete(&internal_key(&upload.object_key)?)
+                .await
+                .map_err(storage)?;
+        }
+        Ok(Some(upload))
     }
 
     /// PATCH: appends the body at `input.offset` under the lease, and
@@ -787,14 +832,8 @@ impl Service {
         let renew = async {
             loop {
                 tokio::time::sleep(RENEW_EVERY).await;
-                let now = self.clock.now();
-                match self
-                    .store
-                    .tus_lock(actor.tenant_id, id, token, now + LEASE, now)
-                    .await
-                {
-                    Ok(true) => {}
-                    _ => return,
+                if self.lease(actor, id, token, "lease lost").await.is_err() {
+                    return;
                 }
             }
         };
@@ -811,13 +850,9 @@ impl Service {
     pub async fn tus_terminate(&self, actor: &Actor, id: UploadId) -> Result<(), CoreError> {
         let (upload, _) = self.tus_upload(actor, id, true).await?;
         if upload.status == UploadStatus::Pending {
-            let terminated = self
-                .store
-                .tus_terminate(actor.tenant_id, id, self.clock.now())
-                .await;
-            self.invalidate_upload(actor.tenant_id, id).await;
-            terminated?.ok_or(CoreError::NotFound)?;
-            self.tus_discard(&upload).await?;
+            self.tus_expire(actor.tenant_id, id)
+                .await?
+                .ok_or(CoreError::NotFound)?;
         } else {
             let trashed = self
                 .store

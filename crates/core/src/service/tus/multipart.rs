@@ -9,17 +9,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{Checksum, Tally, codes, conflict, internal_key, verify_checksum};
+use super::{Checksum, Tally, codes, conflict, internal, internal_key, verify_checksum};
 use crate::blob::{BlobError, ByteStream, CompletedPart, ObjectKey};
 use crate::error::CoreError;
 use crate::ports::{TusMultipart, TusPart, TusState};
 use crate::service::Service;
 use crate::service::uploads::storage;
 use crate::upload::{Sha256Hex, Upload};
-
-fn internal(msg: String) -> CoreError {
-    CoreError::Internal(msg.into())
-}
 
 impl Service {
     /// Writes one PATCH body after the acknowledged offset: fills parts,
