@@ -25,6 +25,13 @@ pub struct CacheArgs {
     #[arg(long, env = "BUILDPEER_REDIS_PREFIX", default_value = "bp")]
     pub redis_prefix: String,
 
+    /// With Redis: hot entries each process keeps decoded in memory, dropped
+    /// when any process announces a change (Redis pub/sub) and not served
+    /// while that feed is down. 0: every read asks Redis (a write is then
+    /// seen by every replica the moment it returns, not moments later).
+    #[arg(long, env = "BUILDPEER_CACHE_LOCAL_ENTRIES", default_value_t = 20_000)]
+    pub cache_local_entries: u64,
+
     /// Requests per minute one user may make (0: no limit).
     #[arg(long, env = "BUILDPEER_RATE_USER_PER_MINUTE", default_value_t = 1200)]
     pub rate_user_per_minute: u32,
@@ -67,6 +74,7 @@ impl CacheArgs {
         CacheConfig {
             redis_url: self.redis_url.clone(),
             prefix: self.redis_prefix.clone(),
+            local_entries: self.cache_local_entries,
             limits: RateLimits {
                 user: RateQuota {
                     per_minute: self.rate_user_per_minute,
@@ -95,6 +103,8 @@ pub struct CacheConfig {
     /// `None`: in this process.
     pub redis_url: Option<SecretString>,
     pub prefix: String,
+    /// Local copies in front of Redis (0: none).
+    pub local_entries: u64,
     pub limits: RateLimits,
 }
 
@@ -103,6 +113,7 @@ impl Default for CacheConfig {
         Self {
             redis_url: None,
             prefix: "bp".into(),
+            local_entries: CacheSettings::default().local_capacity,
             limits: RateLimits::default(),
         }
     }
@@ -114,12 +125,17 @@ pub async fn attach(service: Service, config: &CacheConfig) -> anyhow::Result<Se
         .redis_url
         .as_ref()
         .map(|u| u.expose_secret().to_owned());
-    let (cache, limiter) = buildpeer_cache::open(url.as_deref(), &CacheOptions::default())
+    let options = CacheOptions {
+        channel: format!("{}:announcements", config.prefix),
+        ..CacheOptions::default()
+    };
+    let (cache, limiter) = buildpeer_cache::open(url.as_deref(), &options)
         .await
         .context("opening the cache (BUILDPEER_REDIS_URL)")?;
     tracing::info!(backend = cache.backend(), "cache");
     let settings = CacheSettings {
         prefix: config.prefix.clone(),
+        local_capacity: config.local_entries,
         ..CacheSettings::default()
     };
     Ok(service

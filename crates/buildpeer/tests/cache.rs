@@ -453,11 +453,12 @@ async fn login_limited_per_account_and_ip(backend: Backend, redis: bool) {
 }
 
 /// Two instances on one Redis (two replicas behind a load balancer): a write
-/// through one is seen by reads through the other, and they share counts.
+/// through one is seen by reads through the other (once its announcement
+/// arrives), and they share counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_invalidations_and_limits() {
     common::run_scenario(Backend::Postgres, |backend| async move {
-        let (app, _redis) = spawn(backend, true, |c| limits(c, (60, 1000), (60, 1000))).await;
+        let (app, _redis) = spawn(backend, true, |c| limits(c, (60, 1000), (60, 100_000))).await;
         let mut config = app.config.clone();
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.run_worker = false;
@@ -498,37 +499,66 @@ async fn two_instances_share_invalidations_and_limits() {
         app.patch(&path, &admin, &json!({ "name": "Juan" }))
             .await
             .assert_status(200);
-        // ...seen through the second.
-        let (_, _, body) = get2(path.clone(), admin.clone()).await;
-        assert_eq!(body["name"], "Juan");
-        // Disabled through the first: refused by the second at once.
+        // ...seen through the second, as soon as the announcement reaches it
+        // (its local copy is dropped; milliseconds on one machine).
+        let started = Instant::now();
+        loop {
+            let (_, _, body) = get2(path.clone(), admin.clone()).await;
+            if body["name"] == "Juan" {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(2), "{body}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Disabled through the first: refused by the second as soon.
         app.patch(&path, &admin, &json!({ "disabled": true }))
             .await
             .assert_status(200);
-        let (status, _, _) = get2("/v1/me".into(), juan.token().to_owned()).await;
-        assert_eq!(status, 401);
-        // One count across both: the remaining quota goes down by one per
-        // request whichever instance answers.
-        let remaining = |h: &reqwest::header::HeaderMap| -> u32 {
-            let v = h.get("ratelimit").unwrap().to_str().unwrap().to_owned();
-            v.split(";r=")
-                .nth(1)
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        let r1 = app.get("/v1/me", &admin).await;
-        let (_, h2, _) = get2("/v1/me".into(), admin.clone()).await;
-        let r3 = app.get("/v1/me", &admin).await;
-        let (a, b, c) = (
-            remaining(&r1.headers),
-            remaining(&h2),
-            remaining(&r3.headers),
+        let started = Instant::now();
+        loop {
+            let (status, _, _) = get2("/v1/me".into(), juan.token().to_owned()).await;
+            if status == 401 {
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(started.elapsed() < Duration::from_secs(2));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // One quota across both: a user's burst (1000, refilling one a
+        // second) is spent once whichever instance answers. 1200 requests,
+        // half through each, concurrently: if each instance counted alone,
+        // all would pass. Leases may leave up to a tenth of the burst unused
+        // per instance (see `FallbackLimiter`), never admit more.
+        let viewer = app.create_user(&acme, "viewer").await;
+        let token = viewer.token().to_owned();
+        let (mut admitted, mut refused) = (0, 0);
+        for _ in 0..12 {
+            let first = (0..50).map(|_| {
+                let app = &app;
+                let token = &token;
+                async move { app.get("/v1/me", token).await.status.as_u16() }
+            });
+            let second = (0..50).map(|_| {
+                let get2 = &get2;
+                let token = token.clone();
+                async move { get2("/v1/me".into(), token).await.0 }
+            });
+            let (a, b) = tokio::join!(
+                futures_util::future::join_all(first),
+                futures_util::future::join_all(second)
+            );
+            for status in a.into_iter().chain(b) {
+                match status {
+                    200 => admitted += 1,
+                    429 => refused += 1,
+                    other => panic!("{other}"),
+                }
+            }
+        }
+        assert!(
+            (800..=1010).contains(&admitted),
+            "{admitted} admitted, {refused} refused"
         );
-        assert_eq!((a - b, b - c), (1, 1), "{a} {b} {c}");
         let _ = stop.send(());
         server.await.unwrap().unwrap();
     })

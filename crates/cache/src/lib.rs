@@ -33,6 +33,9 @@ pub struct CacheOptions {
     pub retry_after_failure: Duration,
     /// Entries the in-memory cache holds at most.
     pub memory_capacity: u64,
+    /// The Redis pub/sub channel of invalidation announcements (one per
+    /// deployment sharing a Redis).
+    pub channel: String,
 }
 
 impl Default for CacheOptions {
@@ -41,6 +44,7 @@ impl Default for CacheOptions {
             timeout: Duration::from_millis(250),
             retry_after_failure: Duration::from_millis(500),
             memory_capacity: 100_000,
+            channel: "bp:announcements".into(),
         }
     }
 }

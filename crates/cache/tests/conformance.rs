@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use buildpeer_cache::{CacheOptions, FallbackLimiter, LocalLimiter, MemoryCache, RedisCache};
 use buildpeer_core::cache::{
-    Cache, CacheKey, CacheSettings, Caching, RateLimiter, RateQuota, SetMode,
+    Announcement, Cache, CacheKey, CacheSettings, Caching, RateLimiter, RateQuota, SetMode,
 };
 use buildpeer_core::ids::TenantId;
 use bytes::Bytes;
@@ -84,6 +84,7 @@ fn opts() -> CacheOptions {
         timeout: Duration::from_millis(250),
         retry_after_failure: Duration::from_millis(100),
         memory_capacity: 10_000,
+        ..CacheOptions::default()
     }
 }
 
@@ -237,11 +238,14 @@ async fn limiter_keys_are_independent(_: Arc<dyn Cache>, limiter: Arc<dyn RateLi
     assert_eq!(d.remaining, 0);
 }
 
+/// The shared tier alone (no local copies: `local_copies_follow_announcements`
+/// covers those).
 async fn read_through_hits_and_invalidation(cache: Arc<dyn Cache>, _: Arc<dyn RateLimiter>) {
     let caching = Arc::new(Caching::new(
         cache,
         CacheSettings {
             tombstone_ttl: Duration::from_millis(300),
+            local_capacity: 0,
             ..CacheSettings::default()
         },
     ));
@@ -405,8 +409,190 @@ async fn redis_is_shared_between_replicas() {
         burst: 3,
     };
     let rl = key("rl");
-    assert!(a.gcra(&rl, quota).await.unwrap().allowed);
-    assert!(b.gcra(&rl, quota).await.unwrap().allowed);
-    assert!(a.gcra(&rl, quota).await.unwrap().allowed);
-    assert!(!b.gcra(&rl, quota).await.unwrap().allowed);
+    assert!(a.check(&rl, quota).await.unwrap().allowed);
+    assert!(b.check(&rl, quota).await.unwrap().allowed);
+    assert!(a.check(&rl, quota).await.unwrap().allowed);
+    assert!(!b.check(&rl, quota).await.unwrap().allowed);
+}
+
+/// The GCRA script takes several requests at once, as many as fit.
+#[tokio::test]
+async fn redis_gcra_takes_what_fits() {
+    let server = RedisServer::start().await;
+    let redis = RedisCache::connect(&server.url(), &opts()).await.unwrap();
+    // One request a minute refills: nothing refills while the test runs.
+    let quota = RateQuota {
+        per_minute: 1,
+        burst: 10,
+    };
+    let rl = key("rl");
+    let (taken, d) = redis.gcra(&rl, quota, 4).await.unwrap();
+    assert_eq!((taken, d.allowed, d.remaining), (4, true, 6));
+    let (taken, d) = redis.gcra(&rl, quota, 10).await.unwrap();
+    assert_eq!((taken, d.allowed, d.remaining), (6, true, 0));
+    let (taken, d) = redis.gcra(&rl, quota, 1).await.unwrap();
+    assert_eq!((taken, d.allowed, d.remaining), (0, false, 0));
+    assert!(
+        d.retry_after > Duration::from_secs(55) && d.retry_after <= Duration::from_secs(60),
+        "{:?}",
+        d.retry_after
+    );
+}
+
+/// The calls of `command` Redis has run, from `INFO commandstats`.
+async fn redis_calls(url: &str, command: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Two replicas hammering one key lease requests from Redis instead of
+/// asking per request, and together still admit no more than the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_share_one_quota_between_replicas() {
+    let server = RedisServer::start().await;
+    let url = server.url();
+    let quota = RateQuota {
+        per_minute: 1,
+        burst: 1000,
+    };
+    let rl = key("rl");
+    let before = redis_calls(&url, "evalsha").await + redis_calls(&url, "eval").await;
+    // Each replica: 50 requests at a time, 12 times (more than the quota).
+    let replica = |url: String, rl: CacheKey| async move {
+        let redis = Arc::new(RedisCache::connect(&url, &opts()).await.unwrap());
+        let limiter = FallbackLimiter::new(redis);
+        let mut admitted = 0u32;
+        for _ in 0..12 {
+            let batch = (0..50).map(|_| limiter.check(&rl, quota));
+            for d in futures_util::future::join_all(batch).await {
+                admitted += u32::from(d.unwrap().allowed);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        admitted
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(replica(url.clone(), rl.clone())),
+        tokio::spawn(replica(url.clone(), rl.clone()))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let scripts = redis_calls(&url, "evalsha").await + redis_calls(&url, "eval").await - before;
+    // Never above the quota (plus what refills in a second or two); below it
+    // only by what a replica held when it stopped, a tenth of the burst each.
+    assert!((800..=1002).contains(&(a + b)), "{a} + {b}");
+    assert!(a > 0 && b > 0, "{a} {b}");
+    // 1200 requests: the first of each replica go one by one (no rate
+    // seen yet), refused ones are refused here once Redis said when to
+    // come back.
+    assert!(
+        scripts * 3 < 1200,
+        "{scripts} round trips for 1200 requests"
+    );
+}
+
+/// Each replica's announcement feed: live once subscribed, carries what any
+/// replica announces, lost while Redis is down, live again after.
+#[tokio::test]
+async fn announcements_reach_every_replica() {
+    let mut server = RedisServer::start().await;
+    let options = CacheOptions {
+        channel: format!("test:{}:announcements", uuid::Uuid::now_v7()),
+        ..opts()
+    };
+    let a = RedisCache::connect(&server.url(), &options).await.unwrap();
+    let b = RedisCache::connect(&server.url(), &options).await.unwrap();
+    let mut feed = a.announcements().unwrap();
+    let next = async |feed: &mut tokio::sync::mpsc::Receiver<Announcement>| {
+        tokio::time::timeout(Duration::from_secs(10), feed.recv())
+            .await
+            .expect("the feed said nothing")
+            .expect("the feed ended")
+    };
+    assert_eq!(next(&mut feed).await, Announcement::Live);
+    let (k1, k2) = (key("x"), key("y"));
+    b.announce(&[k1.clone(), k2.clone()]).await.unwrap();
+    assert_eq!(
+        next(&mut feed).await,
+        Announcement::Changed(vec![k1.clone(), k2])
+    );
+    a.announce(std::slice::from_ref(&k1)).await.unwrap();
+    assert_eq!(
+        next(&mut feed).await,
+        Announcement::Changed(vec![k1.clone()])
+    );
+
+    server.stop().await;
+    assert_eq!(next(&mut feed).await, Announcement::Lost);
+    server.restart().await;
+    assert_eq!(next(&mut feed).await, Announcement::Live);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.announce(std::slice::from_ref(&k1)).await.is_err() {
+        assert!(Instant::now() < deadline, "did not reconnect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(next(&mut feed).await, Announcement::Changed(vec![k1]));
+}
+
+/// Two replicas' `Caching` over one Redis: reads are served from local
+/// copies (no Redis round trip), a write through one drops the other's copy
+/// within moments, and local copies stop while Redis is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_copies_follow_announcements() {
+    let mut server = RedisServer::start().await;
+    let options = CacheOptions {
+        channel: format!("test:{}:announcements", uuid::Uuid::now_v7()),
+        ..opts()
+    };
+    let redis_a = Arc::new(RedisCache::connect(&server.url(), &options).await.unwrap());
+    let redis_b = Arc::new(RedisCache::connect(&server.url(), &options).await.unwrap());
+    let a = Caching::new(redis_a.clone(), CacheSettings::default());
+    let b = Caching::new(redis_b.clone(), CacheSettings::default());
+    let live = |c: &Caching| c.local_tier_live() == Some(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(live(&a) && live(&b)) {
+        assert!(Instant::now() < deadline, "feeds never went live");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let k = key("row");
+    let ttl = Duration::from_secs(60);
+    let read = async |c: &Caching, v: u32| -> Option<u32> {
+        c.get_or_load("t", &k, ttl, || async move { Ok(Some(v)) })
+            .await
+            .unwrap()
+    };
+    assert_eq!(read(&b, 1).await, Some(1));
+    // Gone from Redis, still here: the copy is local.
+    redis_a.delete(&k).await.unwrap();
+    assert_eq!(read(&b, 2).await, Some(1));
+    // Changed through A: B's copy goes within moments.
+    a.invalidate(std::slice::from_ref(&k)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while read(&b, 3).await != Some(3) {
+        assert!(Instant::now() < deadline, "B kept its copy");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(read(&b, 4).await, Some(3));
+    // Redis down: no local copy is served (the loader answers).
+    server.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live(&b) {
+        assert!(Instant::now() < deadline, "B's feed never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(read(&b, 5).await, Some(5));
+    server.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live(&b) {
+        assert!(Instant::now() < deadline, "B's feed never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -9,6 +9,12 @@
 //!
 //! Keys always carry the tenant in a Redis Cluster hash tag (`{t:<tenant>}`),
 //! so a tenant's keys share a slot and no key can name two tenants' data.
+//!
+//! In front of a cache shared between processes, [`Caching`] keeps decoded
+//! copies in this process (the local tier, `local.rs`), dropped when any
+//! process announces an invalidation of their key; see [`Cache::announce`].
+
+mod local;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,9 +27,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
+use tokio::sync::mpsc;
 
 use crate::error::CoreError;
 use crate::ids::TenantId;
+use local::LocalTier;
 
 /// What a cache or limiter adapter may say.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +59,12 @@ impl CacheKey {
         Self(format!("{prefix}:{kind}:{rest}"))
     }
 
+    /// A key as an announcement feed carries it: built by some process with
+    /// one of the constructors above.
+    pub fn announced(raw: String) -> Self {
+        Self(raw)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -66,6 +80,17 @@ impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// What the announcement feed of a shared cache delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// These keys changed (announced by some process, this one included).
+    Changed(Vec<CacheKey>),
+    /// The feed delivers every announcement (again).
+    Live,
+    /// The feed broke: announcements may be missed until it is live again.
+    Lost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +117,20 @@ pub trait Cache: Send + Sync + 'static {
     async fn delete(&self, key: &CacheKey) -> Result<(), CacheError>;
     /// Whether the cache answers (for `/readyz`).
     async fn ping(&self) -> Result<(), CacheError>;
+
+    /// Tells every process that shares this cache that `keys` changed, so
+    /// they drop their local copies. A cache that lives in this process has
+    /// no one to tell.
+    async fn announce(&self, _keys: &[CacheKey]) -> Result<(), CacheError> {
+        Ok(())
+    }
+
+    /// For a cache shared between processes: the feed of every process's
+    /// announcements, this one's included (Redis pub/sub). `None` for a cache
+    /// in this process, which needs no local copies in front of it.
+    fn announcements(&self) -> Option<mpsc::Receiver<Announcement>> {
+        None
+    }
 }
 
 /// A cache that holds nothing: every read misses. What a `Service` has until
@@ -171,6 +210,9 @@ pub struct CacheSettings {
     /// How long an invalidation keeps a key from being filled again, so a
     /// read that loaded the old row before the write cannot put it back.
     pub tombstone_ttl: Duration,
+    /// Entries this process keeps decoded in front of a shared cache (0: no
+    /// local copies; every read asks the shared cache).
+    pub local_capacity: u64,
 }
 
 impl Default for CacheSettings {
@@ -182,6 +224,7 @@ impl Default for CacheSettings {
             user_ttl: Duration::from_secs(300),
             project_ttl: Duration::from_secs(300),
             tombstone_ttl: Duration::from_secs(5),
+            local_capacity: 20_000,
         }
     }
 }
@@ -194,18 +237,51 @@ type Flight = Arc<OnceCell<Bytes>>;
 /// metrics by cache name, single-flight loading (concurrent misses of one
 /// key in this process load once), invalidation by tombstone, and
 /// degradation to the loader whenever the cache fails.
+///
+/// In front of a shared cache it keeps decoded copies in this process (the
+/// local tier), valid while the cache's announcement feed is live: a hit
+/// there costs no round trip. Every invalidation is announced to every
+/// process, which drops its copy.
 pub struct Caching {
     cache: Arc<dyn Cache>,
     settings: CacheSettings,
     flights: Mutex<HashMap<CacheKey, Flight>>,
+    local: Option<Arc<LocalTier>>,
+    /// The task that applies the feed to the local tier.
+    feed: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Caching {
+    fn drop(&mut self) {
+        if let Some(feed) = &self.feed {
+            feed.abort();
+        }
+    }
 }
 
 impl Caching {
+    /// Outside a Tokio runtime (nothing to run the feed on), a shared cache
+    /// gets no local tier.
     pub fn new(cache: Arc<dyn Cache>, settings: CacheSettings) -> Self {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let feed = match runtime {
+            Some(_) if settings.local_capacity > 0 => cache.announcements(),
+            _ => None,
+        };
+        let (local, feed) = match (runtime, feed) {
+            (Some(runtime), Some(feed)) => {
+                let tier = Arc::new(LocalTier::new(settings.local_capacity));
+                let task = runtime.spawn(follow(feed, Arc::downgrade(&tier)));
+                (Some(tier), Some(task.abort_handle()))
+            }
+            _ => (None, None),
+        };
         Self {
             cache,
             settings,
             flights: Mutex::new(HashMap::new()),
+            local,
+            feed,
         }
     }
 
@@ -215,6 +291,12 @@ impl Caching {
 
     pub fn port(&self) -> &Arc<dyn Cache> {
         &self.cache
+    }
+
+    /// Whether local copies are being served: `None` without a local tier,
+    /// `Some(false)` while the announcement feed is down.
+    pub fn local_tier_live(&self) -> Option<bool> {
+        self.local.as_ref().map(|l| l.is_live())
     }
 
     pub fn key(&self, tenant: TenantId, kind: &str, rest: impl fmt::Display) -> CacheKey {
@@ -231,15 +313,26 @@ impl Caching {
         load: F,
     ) -> Result<Option<T>, CoreError>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, CoreError>>,
     {
+        let local = self.local.as_deref();
+        if let Some(v) = local.and_then(|l| l.get::<T>(key)) {
+            metrics::counter!("cache_hits_total", "cache" => name, "tier" => "local").increment(1);
+            return Ok(Some(v));
+        }
+        // Noted before anything is read: see `local.rs`.
+        let fence = local.map(|l| l.fence(key));
         let cache_ok = match self.cache.get(key).await {
             Ok(Some(bytes)) if bytes.as_ref() != TOMBSTONE => {
                 match serde_json::from_slice::<T>(&bytes) {
                     Ok(v) => {
-                        metrics::counter!("cache_hits_total", "cache" => name).increment(1);
+                        metrics::counter!("cache_hits_total", "cache" => name, "tier" => "shared")
+                            .increment(1);
+                        if let (Some(l), Some(f)) = (local, fence) {
+                            l.put(key, v.clone(), ttl, f);
+                        }
                         return Ok(Some(v));
                     }
                     Err(e) => {
@@ -264,8 +357,15 @@ impl Caching {
             .get_or_try_init(|| async {
                 let value = load().await?;
                 let bytes = Bytes::from(serde_json::to_vec(&value).map_err(internal)?);
-                if cache_ok && value.is_some() {
-                    self.fill(key, &bytes, ttl).await;
+                if let Some(v) = &value {
+                    if cache_ok {
+                        self.fill(key, &bytes, ttl).await;
+                    }
+                    // Only the loader keeps a copy: a caller that joined the
+                    // flight later noted a later fence than the load's.
+                    if let (Some(l), Some(f)) = (local, fence) {
+                        l.put(key, v.clone(), ttl, f);
+                    }
                 }
                 Ok::<_, CoreError>(bytes)
             })
@@ -292,8 +392,9 @@ impl Caching {
 
     /// Drops cached values after a write. The key is overwritten with a
     /// short-lived tombstone rather than deleted, so a read that loaded the
-    /// old row just before the write cannot fill the cache with it. A
-    /// failure is logged and counted; the TTL bounds the staleness.
+    /// old row just before the write cannot fill the cache with it; then
+    /// every process is told to drop its local copy. A failure is logged and
+    /// counted; the TTL bounds the staleness.
     pub async fn invalidate(&self, keys: &[CacheKey]) {
         for key in keys {
             {
@@ -302,15 +403,26 @@ impl Caching {
                 let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
                 flights.remove(key);
             }
+            if let Some(local) = &self.local {
+                local.changed(key);
+            }
             let tombstone = Bytes::from_static(TOMBSTONE);
             if let Err(e) = self
                 .cache
                 .set(key, tombstone, self.settings.tombstone_ttl, SetMode::Always)
                 .await
             {
-                tracing::warn!(key = %key, error = %e, "cache invalidation failed");
-                metrics::counter!("cache_invalidation_failures_total").increment(1);
+                invalidation_failed(key, &e);
             }
+        }
+        self.announce(keys).await;
+    }
+
+    async fn announce(&self, keys: &[CacheKey]) {
+        if let Err(e) = self.cache.announce(keys).await
+            && let Some(key) = keys.first()
+        {
+            invalidation_failed(key, &e);
         }
     }
 
@@ -318,31 +430,74 @@ impl Caching {
     /// list of a tenant): readers build their keys from the current
     /// generation, so replacing it invalidates the whole family at once.
     pub async fn generation(&self, name: &'static str, key: &CacheKey) -> String {
-        match self.cache.get(key).await {
+        let local = self.local.as_deref();
+        if let Some(g) = local.and_then(|l| l.get::<String>(key)) {
+            return g;
+        }
+        let fence = local.map(|l| l.fence(key));
+        let generation = match self.cache.get(key).await {
             Ok(Some(g)) if g.as_ref() != TOMBSTONE => String::from_utf8_lossy(&g).into_owned(),
             Ok(_) => "0".to_owned(),
             Err(_) => {
                 metrics::counter!("cache_fallbacks_total", "cache" => name).increment(1);
                 // Unreadable: a generation nobody wrote under, so the read
                 // misses instead of finding an old family.
-                uuid::Uuid::now_v7().to_string()
+                return uuid::Uuid::now_v7().to_string();
             }
+        };
+        if let (Some(l), Some(f)) = (local, fence) {
+            l.put(key, generation.clone(), self.settings.project_list_ttl, f);
         }
+        generation
     }
 
     /// Starts a new generation (see [`Caching::generation`]). It lives longer
     /// than the entries made under the old one.
     pub async fn bump_generation(&self, key: &CacheKey, entries_ttl: Duration) {
+        if let Some(local) = &self.local {
+            local.changed(key);
+        }
         let generation = Bytes::from(uuid::Uuid::now_v7().to_string());
         if let Err(e) = self
             .cache
             .set(key, generation, entries_ttl * 2, SetMode::Always)
             .await
         {
-            tracing::warn!(key = %key, error = %e, "cache invalidation failed");
-            metrics::counter!("cache_invalidation_failures_total").increment(1);
+            invalidation_failed(key, &e);
+        }
+        self.announce(std::slice::from_ref(key)).await;
+    }
+}
+
+/// Applies a shared cache's announcements to the local tier, until the tier
+/// is gone.
+async fn follow(mut feed: mpsc::Receiver<Announcement>, tier: std::sync::Weak<LocalTier>) {
+    while let Some(announcement) = feed.recv().await {
+        let Some(tier) = tier.upgrade() else {
+            return;
+        };
+        match announcement {
+            Announcement::Changed(keys) => keys.iter().for_each(|k| tier.changed(k)),
+            Announcement::Live => {
+                tier.live();
+                metrics::gauge!("cache_local_tier_live").set(1.0);
+            }
+            Announcement::Lost => {
+                tier.lost();
+                metrics::gauge!("cache_local_tier_live").set(0.0);
+            }
         }
     }
+    // The adapter stopped its feed: nothing will be announced any more.
+    if let Some(tier) = tier.upgrade() {
+        tier.lost();
+        metrics::gauge!("cache_local_tier_live").set(0.0);
+    }
+}
+
+fn invalidation_failed(key: &CacheKey, e: &CacheError) {
+    tracing::warn!(key = %key, error = %e, "cache invalidation failed");
+    metrics::counter!("cache_invalidation_failures_total").increment(1);
 }
 
 fn internal(e: serde_json::Error) -> CoreError {
@@ -350,6 +505,7 @@ fn internal(e: serde_json::Error) -> CoreError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -403,5 +559,134 @@ mod tests {
             assert!(matches!(t.await, Ok(Ok(Some(7)))));
         }
         assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    /// A shared cache held in a map, counting its reads, with a feed the test
+    /// drives and a log of what was announced.
+    struct Shared {
+        map: Mutex<HashMap<CacheKey, Bytes>>,
+        gets: AtomicUsize,
+        feed: Mutex<Option<mpsc::Receiver<Announcement>>>,
+        announced: Mutex<Vec<CacheKey>>,
+    }
+
+    #[async_trait]
+    impl Cache for Shared {
+        fn backend(&self) -> &'static str {
+            "shared"
+        }
+        async fn get(&self, key: &CacheKey) -> Result<Option<Bytes>, CacheError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            Ok(self.map.lock().unwrap().get(key).cloned())
+        }
+        async fn set(
+            &self,
+            key: &CacheKey,
+            value: Bytes,
+            _: Duration,
+            mode: SetMode,
+        ) -> Result<(), CacheError> {
+            let mut map = self.map.lock().unwrap();
+            if mode == SetMode::Always || !map.contains_key(key) {
+                map.insert(key.clone(), value);
+            }
+            Ok(())
+        }
+        async fn delete(&self, key: &CacheKey) -> Result<(), CacheError> {
+            self.map.lock().unwrap().remove(key);
+            Ok(())
+        }
+        async fn ping(&self) -> Result<(), CacheError> {
+            Ok(())
+        }
+        async fn announce(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
+            self.announced.lock().unwrap().extend_from_slice(keys);
+            Ok(())
+        }
+        fn announcements(&self) -> Option<mpsc::Receiver<Announcement>> {
+            self.feed.lock().unwrap().take()
+        }
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    #[tokio::test]
+    async fn local_copies_follow_the_feed() {
+        let (tx, rx) = mpsc::channel(16);
+        let shared = Arc::new(Shared {
+            map: Mutex::new(HashMap::new()),
+            gets: AtomicUsize::new(0),
+            feed: Mutex::new(Some(rx)),
+            announced: Mutex::new(Vec::new()),
+        });
+        let caching = Caching::new(shared.clone(), CacheSettings::default());
+        let key = caching.key(TenantId::new(), "x", "1");
+        let read = |v: u32| {
+            let caching = &caching;
+            let key = key.clone();
+            async move {
+                caching
+                    .get_or_load("x", &key, Duration::from_secs(60), || async { Ok(Some(v)) })
+                    .await
+                    .unwrap()
+            }
+        };
+        let gets = || shared.gets.load(Ordering::SeqCst);
+
+        // Not live yet: every read goes to the shared cache.
+        assert_eq!(read(1).await, Some(1));
+        assert_eq!(read(2).await, Some(1));
+        assert_eq!(gets(), 2);
+        // Live: the next read keeps a copy, and later ones are served from it.
+        tx.send(Announcement::Live).await.unwrap();
+        settle().await;
+        assert_eq!(read(2).await, Some(1));
+        assert_eq!((read(2).await, read(2).await), (Some(1), Some(1)));
+        assert_eq!(gets(), 3);
+        // Another process changed it: the copy goes, the shared cache answers.
+        shared
+            .map
+            .lock()
+            .unwrap()
+            .insert(key.clone(), Bytes::from_static(b"5"));
+        tx.send(Announcement::Changed(vec![key.clone()]))
+            .await
+            .unwrap();
+        settle().await;
+        assert_eq!(read(2).await, Some(5));
+        assert_eq!(gets(), 4);
+        // This process changes it: the copy goes at once, and it is announced.
+        caching.invalidate(std::slice::from_ref(&key)).await;
+        assert_eq!(read(7).await, Some(7));
+        assert_eq!(
+            shared.announced.lock().unwrap().as_slice(),
+            std::slice::from_ref(&key)
+        );
+        assert_eq!(read(8).await, Some(7), "the reload was kept");
+        // (The tombstone expires; the shared cache is filled again.)
+        shared
+            .map
+            .lock()
+            .unwrap()
+            .insert(key.clone(), Bytes::from_static(b"7"));
+        // The feed breaks: no copy is served until it is live again.
+        tx.send(Announcement::Lost).await.unwrap();
+        settle().await;
+        let before = gets();
+        assert_eq!(read(9).await, Some(7));
+        assert_eq!(gets(), before + 1);
+        // A feed that ends for good is a lost one.
+        tx.send(Announcement::Live).await.unwrap();
+        settle().await;
+        assert_eq!(read(9).await, Some(7));
+        let before = gets();
+        assert_eq!(read(9).await, Some(7));
+        assert_eq!(gets(), before);
+        drop(tx);
+        settle().await;
+        assert_eq!(read(9).await, Some(7));
+        assert_eq!(gets(), before + 1);
     }
 }
