@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::ratelimit::{Verified, bearer};
 
 /// The largest JSON body we accept. Every JSON request of the API is small;
 /// file bytes never travel through JSON.
@@ -149,18 +150,13 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(CoreError::Unauthorized)?;
-        let actor = state.service.authenticate(token).await?;
+        let actor = match parts.extensions.get::<Verified>() {
+            Some(Verified(claims)) => state.service.authenticate_verified(claims).await?,
+            None => {
+                let token = bearer(&parts.headers).ok_or(CoreError::Unauthorized)?;
+                state.service.authenticate(token).await?
+            }
+        };
         let span = tracing::Span::current();
         span.record("tenant_id", tracing::field::display(actor.tenant_id));
         span.record("user_id", tracing::field::display(actor.user_id));

@@ -7,12 +7,14 @@
 //! policy "`q` = burst requests per `w` = the seconds the burst takes to
 //! refill".
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use buildpeer_core::auth::Claims;
+use buildpeer_core::cache::RateQuota;
 use buildpeer_core::service::RateStatus;
 
 use crate::AppState;
@@ -20,21 +22,34 @@ use crate::error::Problem;
 
 /// Counts the request against its bearer's user and tenant quotas; refuses
 /// it with 429 over either. A request without a verifiable token passes
-/// (it is either public or answered 401 by the `Auth` extractor).
-pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = bearer(req.headers()) else {
-        return next.run(req).await;
+/// (it is either public or answered 401 by the `Auth` extractor). The
+/// verified claims go on to the `Auth` extractor, so a token is verified once.
+pub async fn enforce(
+    state: &AppState,
+    mut req: Request,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
+    let Some(claims) =
+        bearer(req.headers()).and_then(|t| state.service.verify_access_token(t).ok())
+    else {
+        return next(req).await;
     };
-    let Some(status) = state.service.rate_limit_request(token).await else {
-        return next.run(req).await;
+    let status = state.service.rate_limit_request(&claims).await;
+    req.extensions_mut().insert(Verified(claims));
+    let Some(status) = status else {
+        return next(req).await;
     };
     if !status.allowed() {
         return too_many(&status);
     }
-    let mut response = next.run(req).await;
+    let mut response = next(req).await;
     set_headers(response.headers_mut(), &status);
     response
 }
+
+/// The claims of the request's bearer token, verified by [`enforce`].
+#[derive(Clone)]
+pub struct Verified(pub Claims);
 
 /// The login attempt's account and address quotas: `Err` is the 429.
 pub async fn login(
@@ -58,7 +73,7 @@ pub fn peer(req_extensions: &axum::http::Extensions) -> Option<SocketAddr> {
     req_extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -78,16 +93,7 @@ pub fn set_headers(headers: &mut HeaderMap, status: &RateStatus) {
     if status.checked.is_empty() {
         return;
     }
-    let policy = status
-        .checked
-        .iter()
-        .map(|c| {
-            let window = ceil_secs(c.quota.emission() * c.quota.burst);
-            format!("\"{}\";q={};w={}", c.policy, c.quota.burst, window.max(1))
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    if let Ok(v) = HeaderValue::from_str(&policy) {
+    if let Some(v) = policy_header(status) {
         headers.insert("ratelimit-policy", v);
     }
     if let Some(t) = status.tightest() {
@@ -106,6 +112,45 @@ pub fn set_headers(headers: &mut HeaderMap, status: &RateStatus) {
             headers.insert("ratelimit", v);
         }
     }
+}
+
+type PolicyKey = Vec<(&'static str, RateQuota)>;
+
+thread_local! {
+    /// The last `RateLimit-Policy` value this thread built, and the quotas it
+    /// says: nearly every request checks the same two, so it is the same
+    /// header each time, and building it showed in profiles.
+    static LAST_POLICY: RefCell<Option<(PolicyKey, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+fn policy_header(status: &RateStatus) -> Option<HeaderValue> {
+    let same = |key: &PolicyKey| {
+        key.len() == status.checked.len()
+            && key
+                .iter()
+                .zip(&status.checked)
+                .all(|(k, c)| *k == (c.policy, c.quota))
+    };
+    if let Some(v) = LAST_POLICY.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(key, _)| same(key))
+            .map(|(_, v)| v.clone())
+    }) {
+        return Some(v);
+    }
+    let policy = status
+        .checked
+        .iter()
+        .map(|c| {
+            let window = ceil_secs(c.quota.emission() * c.quota.burst);
+            format!("\"{}\";q={};w={}", c.policy, c.quota.burst, window.max(1))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let value = HeaderValue::from_str(&policy).ok()?;
+    let key = status.checked.iter().map(|c| (c.policy, c.quota)).collect();
+    LAST_POLICY.set(Some((key, value.clone())));
+    Some(value)
 }
 
 /// 429 `rate_limited` with `Retry-After` and the rate-limit headers.

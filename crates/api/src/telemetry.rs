@@ -5,9 +5,10 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::SharedString;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -22,14 +23,15 @@ fn sane(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Runs after routing (as a route layer), where the matched route is known:
-/// puts it on the span and hands it out to `track` through the response.
-pub async fn mark_route(req: Request, next: Next) -> Response {
+/// Runs after routing (in the route layer), where the matched route is
+/// known: puts it on the span and hands it out to `track` through the
+/// response.
+pub async fn mark_route(req: Request, next: impl AsyncFnOnce(Request) -> Response) -> Response {
     let matched = req.extensions().get::<MatchedPath>().cloned();
     if let Some(path) = &matched {
         tracing::Span::current().record("route", path.as_str());
     }
-    let mut response = next.run(req).await;
+    let mut response = next(req).await;
     if let Some(path) = matched {
         response.extensions_mut().insert(path);
     }
@@ -40,21 +42,27 @@ pub async fn mark_route(req: Request, next: Next) -> Response {
 /// requests get an id, a log line and a histogram sample.
 pub async fn track(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let request_id = req
+    let given = req
         .headers()
         .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| sane(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| Uuid::now_v7().to_string());
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        req.headers_mut().insert(REQUEST_ID, v);
-    }
-    let method = req.method().clone();
+        .filter(|v| v.to_str().is_ok_and(sane))
+        .cloned();
+    let request_id = match given {
+        Some(id) => id,
+        None => {
+            let id = Uuid::now_v7();
+            let id =
+                HeaderValue::from_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
+                    .unwrap_or_else(|_| HeaderValue::from_static("-"));
+            req.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        }
+    };
+    let method = method_label(req.method());
     let span = tracing::info_span!(
         "request",
-        request_id = %request_id,
-        method = %method,
+        request_id = request_id.to_str().unwrap_or_default(),
+        method = &*method,
         route = tracing::field::Empty,
         tenant_id = tracing::field::Empty,
         user_id = tracing::field::Empty,
@@ -67,8 +75,9 @@ pub async fn track(mut req: Request, next: Next) -> Response {
     let route = response
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .map_or(SharedString::const_str("unmatched"), |p| {
+            SharedString::from_owned(p.as_str().to_owned())
+        });
     span.record("status", status.as_u16());
     // Microsecond precision is plenty, and keeps log lines short.
     span.record(
@@ -91,15 +100,28 @@ pub async fn track(mut req: Request, next: Next) -> Response {
     };
     metrics::histogram!(
         "http_request_duration_seconds",
-        "method" => method.to_string(),
+        "method" => method,
         "route" => route,
         "status_class" => status_class,
     )
     .record(elapsed.as_secs_f64());
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, v);
-    }
+    response.headers_mut().insert(REQUEST_ID, request_id);
     response
+}
+
+/// The method as a metric label, without an allocation for the usual ones.
+fn method_label(method: &Method) -> SharedString {
+    let known = match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => return SharedString::from_owned(method.to_string()),
+    };
+    SharedString::const_str(known)
 }
 
 #[cfg(test)]

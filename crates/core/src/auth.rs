@@ -55,6 +55,35 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens verified lately, with their claims. A client sends the same
+    /// token with every request while it lives, and verifying it again (two
+    /// base64 parts, two JSON documents, an HMAC) costs several times this
+    /// lookup. An entry lives a minute at most and never past the token's
+    /// expiry, so a hit is as good as a fresh verification.
+    verified: moka::sync::Cache<String, Claims>,
+}
+
+/// How long a verified token is remembered at most.
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+struct UntilExpiry {
+    leeway: u64,
+}
+
+impl moka::Expiry<String, Claims> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        claims: &Claims,
+        _: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        let left = claims
+            .exp
+            .saturating_add_unsigned(self.leeway)
+            .saturating_sub(Utc::now().timestamp());
+        let left = std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0));
+        Some(left.min(VERIFIED_FOR))
+    }
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -82,10 +111,17 @@ impl TokenKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = 5;
+        let verified = moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .expire_after(UntilExpiry {
+                leeway: validation.leeway,
+            })
+            .build();
         Ok(Self {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
             validation,
+            verified,
         })
     }
 
@@ -110,9 +146,14 @@ impl TokenKeys {
 
     /// Verifies signature, issuer and expiry (against the wall clock).
     pub fn verify(&self, token: &str) -> Result<Claims, CoreError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        if let Some(claims) = self.verified.get(token) {
+            return Ok(claims);
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|d| d.claims)
-            .map_err(|_| CoreError::Unauthorized)
+            .map_err(|_| CoreError::Unauthorized)?;
+        self.verified.insert(token.to_owned(), claims.clone());
+        Ok(claims)
     }
 }
 
@@ -152,6 +193,11 @@ mod tests {
             claims.as_ref().map(|c| (c.tid, c.sub, c.role)),
             Some((t, u, Role::Empleado))
         );
+        assert_eq!(k.verify(&token).ok(), claims, "remembered");
+        let mut tampered = token.clone();
+        let last = if tampered.ends_with('A') { "B" } else { "A" };
+        tampered.replace_range(tampered.len() - 1.., last);
+        assert!(k.verify(&tampered).is_err(), "tampered after a hit");
         assert!(keys(&[8u8; 32]).verify(&token).is_err(), "other key");
         let expired = k
             .issue(t, u, Role::Admin, Utc::now() - Duration::hours(1))

@@ -4,7 +4,7 @@
 use rand::distr::{Alphanumeric, SampleString};
 
 use super::{Actor, Service, blocking};
-use crate::auth::{self, ACCESS_TTL, REFRESH_TTL, hash_refresh_token, new_refresh_token};
+use crate::auth::{self, ACCESS_TTL, Claims, REFRESH_TTL, hash_refresh_token, new_refresh_token};
 use crate::error::CoreError;
 use crate::ids::{RefreshTokenId, SessionFamilyId, TenantId, UserId};
 use crate::model::{Email, Password, Role, Slug};
@@ -126,7 +126,19 @@ impl Service {
     /// Verifies an access token and loads its user: a disabled or deleted user,
     /// or a token for a tenant the user is not in, is `Unauthorized`.
     pub async fn authenticate(&self, bearer: &str) -> Result<Actor, CoreError> {
-        let claims = self.tokens.verify(bearer)?;
+        let claims = self.verify_access_token(bearer)?;
+        self.authenticate_verified(&claims).await
+    }
+
+    /// The claims of an access token whose signature and expiry check out
+    /// (`Unauthorized` otherwise). Says nothing about its user yet.
+    pub fn verify_access_token(&self, bearer: &str) -> Result<Claims, CoreError> {
+        self.tokens.verify(bearer)
+    }
+
+    /// The actor of claims [`Service::verify_access_token`] returned: loads
+    /// the user, as [`Service::authenticate`] does.
+    pub async fn authenticate_verified(&self, claims: &Claims) -> Result<Actor, CoreError> {
         let user = self
             .cached_user(claims.tid, claims.sub)
             .await?

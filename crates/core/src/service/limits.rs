@@ -11,6 +11,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::Service;
+use crate::auth::Claims;
 use crate::cache::{CacheKey, RateDecision, RateLimiter, RateQuota};
 
 /// The quotas (a quota with a zero is off).
@@ -117,15 +118,13 @@ impl Service {
         self
     }
 
-    /// Counts one request of the bearer of an access token against its
-    /// user's and its tenant's quotas. `None` when the token does not verify
-    /// (the request then fails authentication anyway) or limits are off. It
-    /// checks the token's signature only: a refused request costs no
-    /// database query.
-    pub async fn rate_limit_request(&self, bearer: &str) -> Option<RateStatus> {
+    /// Counts one request of the bearer of a verified access token against
+    /// its user's and its tenant's quotas. `None` when limits are off. It
+    /// needs the token's signature only: a refused request costs no database
+    /// query.
+    pub async fn rate_limit_request(&self, claims: &Claims) -> Option<RateStatus> {
         let limiting = &self.limits;
         limiting.limiter.as_ref()?;
-        let claims = self.tokens.verify(bearer).ok()?;
         let prefix = &limiting.prefix;
         let user = CacheKey::tenant(prefix, claims.tid, "rl", format_args!("u:{}", claims.sub));
         let tenant = CacheKey::tenant(prefix, claims.tid, "rl", "t");
