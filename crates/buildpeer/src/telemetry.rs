@@ -73,6 +73,20 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     let handle = recorder.handle();
     // Losing the race to another caller is fine: keep whichever got in.
     if metrics::set_global_recorder(recorder).is_ok() {
+        // A recorder from `build_recorder` (rather than `install`, which
+        // wants a runtime of its own) leaves the upkeep to us: histogram
+        // samples wait in buckets until a scrape or an upkeep drains them,
+        // so a service nobody scrapes grew by every request's sample.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .context("starting the metrics upkeep thread")?;
         let _ = HANDLE.set(handle);
     }
     HANDLE
