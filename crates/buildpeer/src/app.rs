@@ -84,6 +84,8 @@ pub async fn open_blobs(
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // First: metrics registered from here on reach the recorder.
+        let metrics = telemetry::metrics_handle()?;
         let store = connect_store(&config.database, &config.data_dir).await?;
         let secret = jwt_secret(&config)?;
         let keys = TokenKeys::new(&secret).context("JWT secret")?;
@@ -117,7 +119,7 @@ impl App {
         if config.bootstrap {
             bootstrap(&service).await?;
         }
-        let api = buildpeer_api::Api::new(service.clone(), telemetry::metrics_handle()?);
+        let api = buildpeer_api::Api::new(service.clone(), metrics);
         Ok(Self {
             listener,
             api,

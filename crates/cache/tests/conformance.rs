@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use buildpeer_cache::{CacheOptions, FallbackLimiter, LocalLimiter, MemoryCache, RedisCache};
 use buildpeer_core::cache::{
-    Announcement, Cache, CacheKey, CacheSettings, Caching, RateLimiter, RateQuota, SetMode,
+    Announcement, Cache, CacheKey, CacheName, CacheSettings, Caching, RateLimiter, RateQuota,
+    SetMode,
 };
 use buildpeer_core::ids::TenantId;
 use bytes::Bytes;
@@ -87,6 +88,8 @@ fn opts() -> CacheOptions {
         ..CacheOptions::default()
     }
 }
+
+static T: CacheName = CacheName::new("t");
 
 fn key(kind: &str) -> CacheKey {
     CacheKey::tenant("test", TenantId::new(), kind, uuid::Uuid::now_v7())
@@ -262,9 +265,9 @@ async fn read_through_hits_and_invalidation(cache: Arc<dyn Cache>, _: Arc<dyn Ra
     let ttl = Duration::from_secs(10);
     // Concurrent misses load once.
     let (a, b, c) = tokio::join!(
-        caching.get_or_load("t", &k, ttl, load(1)),
-        caching.get_or_load("t", &k, ttl, load(1)),
-        caching.get_or_load("t", &k, ttl, load(1)),
+        caching.get_or_load(&T, &k, ttl, load(1)),
+        caching.get_or_load(&T, &k, ttl, load(1)),
+        caching.get_or_load(&T, &k, ttl, load(1)),
     );
     assert_eq!(
         (a.unwrap(), b.unwrap(), c.unwrap()),
@@ -273,7 +276,7 @@ async fn read_through_hits_and_invalidation(cache: Arc<dyn Cache>, _: Arc<dyn Ra
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     // A hit does not load.
     assert_eq!(
-        caching.get_or_load("t", &k, ttl, load(9)).await.unwrap(),
+        caching.get_or_load(&T, &k, ttl, load(9)).await.unwrap(),
         Some(1)
     );
     assert_eq!(loads.load(Ordering::SeqCst), 1);
@@ -281,31 +284,31 @@ async fn read_through_hits_and_invalidation(cache: Arc<dyn Cache>, _: Arc<dyn Ra
     // tombstone lives, a read that loaded the old row cannot fill the key.
     caching.invalidate(std::slice::from_ref(&k)).await;
     assert_eq!(
-        caching.get_or_load("t", &k, ttl, load(2)).await.unwrap(),
+        caching.get_or_load(&T, &k, ttl, load(2)).await.unwrap(),
         Some(2)
     );
     assert_eq!(
-        caching.get_or_load("t", &k, ttl, load(3)).await.unwrap(),
+        caching.get_or_load(&T, &k, ttl, load(3)).await.unwrap(),
         Some(3)
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
-        caching.get_or_load("t", &k, ttl, load(4)).await.unwrap(),
+        caching.get_or_load(&T, &k, ttl, load(4)).await.unwrap(),
         Some(4)
     );
     assert_eq!(
-        caching.get_or_load("t", &k, ttl, load(5)).await.unwrap(),
+        caching.get_or_load(&T, &k, ttl, load(5)).await.unwrap(),
         Some(4)
     );
     // Nothing found is not cached.
     let none = key("row");
     let got: Option<u32> = caching
-        .get_or_load("t", &none, ttl, || async { Ok(None) })
+        .get_or_load(&T, &none, ttl, || async { Ok(None) })
         .await
         .unwrap();
     assert_eq!(got, None);
     assert_eq!(
-        caching.get_or_load("t", &none, ttl, load(6)).await.unwrap(),
+        caching.get_or_load(&T, &none, ttl, load(6)).await.unwrap(),
         Some(6)
     );
 }
@@ -313,17 +316,17 @@ async fn read_through_hits_and_invalidation(cache: Arc<dyn Cache>, _: Arc<dyn Ra
 async fn generations_invalidate_a_family(cache: Arc<dyn Cache>, _: Arc<dyn RateLimiter>) {
     let caching = Caching::new(cache, CacheSettings::default());
     let gen_key = key("gen");
-    let g0 = caching.generation("t", &gen_key).await;
+    let g0 = caching.generation(&T, &gen_key).await;
     assert_eq!(g0, "0");
     caching
         .bump_generation(&gen_key, Duration::from_secs(10))
         .await;
-    let g1 = caching.generation("t", &gen_key).await;
+    let g1 = caching.generation(&T, &gen_key).await;
     assert_ne!(g1, g0);
     caching
         .bump_generation(&gen_key, Duration::from_secs(10))
         .await;
-    assert_ne!(caching.generation("t", &gen_key).await, g1);
+    assert_ne!(caching.generation(&T, &gen_key).await, g1);
 }
 
 /// Redis stops: every call fails fast (no hang), the limiter keeps deciding
@@ -565,7 +568,7 @@ async fn local_copies_follow_announcements() {
     let k = key("row");
     let ttl = Duration::from_secs(60);
     let read = async |c: &Caching, v: u32| -> Option<u32> {
-        c.get_or_load("t", &k, ttl, || async move { Ok(Some(v)) })
+        c.get_or_load(&T, &k, ttl, || async move { Ok(Some(v)) })
             .await
             .unwrap()
     };

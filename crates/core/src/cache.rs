@@ -50,8 +50,25 @@ pub struct CacheKey(String);
 
 impl CacheKey {
     /// A key of tenant-owned data; the tenant is the Redis Cluster hash tag.
+    /// (Built by hand into one allocation: every cached read and rate-limit
+    /// check builds one, and `format!` growing its string showed in profiles.)
     pub fn tenant(prefix: &str, tenant: TenantId, kind: &str, rest: impl fmt::Display) -> Self {
-        Self(format!("{prefix}:{{t:{tenant}}}:{kind}:{rest}"))
+        use fmt::Write as _;
+        let mut key = String::with_capacity(prefix.len() + kind.len() + 96);
+        key.push_str(prefix);
+        key.push_str(":{t:");
+        key.push_str(
+            tenant
+                .as_uuid()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
+        key.push_str("}:");
+        key.push_str(kind);
+        key.push(':');
+        // Writing to a String cannot fail.
+        let _ = write!(key, "{rest}");
+        Self(key)
     }
 
     /// A key outside any tenant.
@@ -231,6 +248,42 @@ impl Default for CacheSettings {
 
 const TOMBSTONE: &[u8] = b"\0tombstone";
 
+/// A named cache (the `cache` label of its metrics), declared as a `static`
+/// so that its counters are registered once, on first use, rather than
+/// looked up in the recorder (hashing name and labels, and allocating) on
+/// every hit, which was a visible share of a cached read. First use comes
+/// after the process installed its recorder (`App::build` does that first).
+pub struct CacheName {
+    name: &'static str,
+    counters: std::sync::OnceLock<Counters>,
+}
+
+struct Counters {
+    local_hits: metrics::Counter,
+    shared_hits: metrics::Counter,
+    misses: metrics::Counter,
+    fallbacks: metrics::Counter,
+}
+
+impl CacheName {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            counters: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn counters(&self) -> &Counters {
+        let name = self.name;
+        self.counters.get_or_init(|| Counters {
+            local_hits: metrics::counter!("cache_hits_total", "cache" => name, "tier" => "local"),
+            shared_hits: metrics::counter!("cache_hits_total", "cache" => name, "tier" => "shared"),
+            misses: metrics::counter!("cache_misses_total", "cache" => name),
+            fallbacks: metrics::counter!("cache_fallbacks_total", "cache" => name),
+        })
+    }
+}
+
 type Flight = Arc<OnceCell<Bytes>>;
 
 /// The read-through cache over the port: typed values (JSON), hit/miss
@@ -307,7 +360,7 @@ impl Caching {
     /// `ttl` (a `None` is not cached). `name` labels the metrics.
     pub async fn get_or_load<T, F, Fut>(
         &self,
-        name: &'static str,
+        name: &'static CacheName,
         key: &CacheKey,
         ttl: Duration,
         load: F,
@@ -319,7 +372,7 @@ impl Caching {
     {
         let local = self.local.as_deref();
         if let Some(v) = local.and_then(|l| l.get::<T>(key)) {
-            metrics::counter!("cache_hits_total", "cache" => name, "tier" => "local").increment(1);
+            name.counters().local_hits.increment(1);
             return Ok(Some(v));
         }
         // Noted before anything is read: see `local.rs`.
@@ -328,8 +381,7 @@ impl Caching {
             Ok(Some(bytes)) if bytes.as_ref() != TOMBSTONE => {
                 match serde_json::from_slice::<T>(&bytes) {
                     Ok(v) => {
-                        metrics::counter!("cache_hits_total", "cache" => name, "tier" => "shared")
-                            .increment(1);
+                        name.counters().shared_hits.increment(1);
                         if let (Some(l), Some(f)) = (local, fence) {
                             l.put(key, v.clone(), ttl, f);
                         }
@@ -344,11 +396,11 @@ impl Caching {
             Ok(_) => true,
             Err(e) => {
                 tracing::debug!(key = %key, error = %e, "cache read failed; using the database");
-                metrics::counter!("cache_fallbacks_total", "cache" => name).increment(1);
+                name.counters().fallbacks.increment(1);
                 false
             }
         };
-        metrics::counter!("cache_misses_total", "cache" => name).increment(1);
+        name.counters().misses.increment(1);
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(flights.entry(key.clone()).or_default())
@@ -429,7 +481,7 @@ impl Caching {
     /// A fresh random generation for a family of keys (e.g. every project
     /// list of a tenant): readers build their keys from the current
     /// generation, so replacing it invalidates the whole family at once.
-    pub async fn generation(&self, name: &'static str, key: &CacheKey) -> String {
+    pub async fn generation(&self, name: &'static CacheName, key: &CacheKey) -> String {
         let local = self.local.as_deref();
         if let Some(g) = local.and_then(|l| l.get::<String>(key)) {
             return g;
@@ -439,7 +491,7 @@ impl Caching {
             Ok(Some(g)) if g.as_ref() != TOMBSTONE => String::from_utf8_lossy(&g).into_owned(),
             Ok(_) => "0".to_owned(),
             Err(_) => {
-                metrics::counter!("cache_fallbacks_total", "cache" => name).increment(1);
+                name.counters().fallbacks.increment(1);
                 // Unreadable: a generation nobody wrote under, so the read
                 // misses instead of finding an old family.
                 return uuid::Uuid::now_v7().to_string();
@@ -510,6 +562,8 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    static X: CacheName = CacheName::new("x");
+
     #[test]
     fn keys_carry_the_tenant_as_hash_tag() {
         let t = TenantId::new();
@@ -547,7 +601,7 @@ mod tests {
             let key = key.clone();
             tasks.push(tokio::spawn(async move {
                 caching
-                    .get_or_load("x", &key, Duration::from_secs(1), || async {
+                    .get_or_load(&X, &key, Duration::from_secs(1), || async {
                         loads.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         Ok(Some(7u32))
@@ -628,7 +682,7 @@ mod tests {
             let key = key.clone();
             async move {
                 caching
-                    .get_or_load("x", &key, Duration::from_secs(60), || async { Ok(Some(v)) })
+                    .get_or_load(&X, &key, Duration::from_secs(60), || async { Ok(Some(v)) })
                     .await
                     .unwrap()
             }

@@ -10,13 +10,19 @@
 //! | `project_list` | `projects:<generation>:<filter>:<page>` | 5 min |
 
 use super::Service;
-use crate::cache::{CacheKey, Caching};
+use crate::cache::{CacheKey, CacheName, Caching};
 use crate::error::CoreError;
 use crate::ids::{ProjectId, TenantId, UploadId, UserId};
 use crate::model::{Project, User};
 use crate::pagination::PageRequest;
 use crate::ports::ProjectFilter;
 use crate::upload::Upload;
+
+static USER: CacheName = CacheName::new("user");
+static UPLOAD: CacheName = CacheName::new("upload");
+static PROJECT: CacheName = CacheName::new("project");
+static MEMBER: CacheName = CacheName::new("member");
+static PROJECT_LIST: CacheName = CacheName::new("project_list");
 
 impl Service {
     /// Gives the use-cases a cache (the default caches nothing).
@@ -37,7 +43,7 @@ impl Service {
         let key = self.caching.key(tenant, "user", id);
         let ttl = self.caching.settings().user_ttl;
         self.caching
-            .get_or_load("user", &key, ttl, || async {
+            .get_or_load(&USER, &key, ttl, || async {
                 Ok(self.store.user_get(tenant, id).await?)
             })
             .await
@@ -51,7 +57,7 @@ impl Service {
         let key = self.caching.key(tenant, "upload", id);
         let ttl = self.caching.settings().upload_ttl;
         self.caching
-            .get_or_load("upload", &key, ttl, || async {
+            .get_or_load(&UPLOAD, &key, ttl, || async {
                 Ok(self.store.upload_get(tenant, id).await?)
             })
             .await
@@ -65,7 +71,7 @@ impl Service {
         let key = self.caching.key(tenant, "project", id);
         let ttl = self.caching.settings().project_ttl;
         self.caching
-            .get_or_load("project", &key, ttl, || async {
+            .get_or_load(&PROJECT, &key, ttl, || async {
                 Ok(self.store.project_get(tenant, id).await?)
             })
             .await
@@ -83,7 +89,7 @@ impl Service {
         let ttl = self.caching.settings().project_ttl;
         let is = self
             .caching
-            .get_or_load("member", &key, ttl, || async {
+            .get_or_load(&MEMBER, &key, ttl, || async {
                 Ok(Some(self.store.member_is(tenant, project, user).await?))
             })
             .await?;
@@ -98,7 +104,7 @@ impl Service {
     ) -> Result<Vec<Project>, CoreError> {
         let generation = self
             .caching
-            .generation("project_list", &self.project_list_generation(tenant))
+            .generation(&PROJECT_LIST, &self.project_list_generation(tenant))
             .await;
         let member = filter.member.map(|u| u.to_string()).unwrap_or_default();
         let before = page.before.map(|u| u.to_string()).unwrap_or_default();
@@ -113,7 +119,7 @@ impl Service {
         let ttl = self.caching.settings().project_list_ttl;
         let rows = self
             .caching
-            .get_or_load("project_list", &key, ttl, || async {
+            .get_or_load(&PROJECT_LIST, &key, ttl, || async {
                 Ok(Some(self.store.project_list(tenant, filter, page).await?))
             })
             .await?;
