@@ -8,7 +8,7 @@ use buildpeer_core::pagination::PageRequest;
 use crate::AppState;
 use crate::dto::{JobDetailDto, JobDto, JobListParams, ListEnvelope, RetriedDto};
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, Query, parse_id};
+use crate::extract::{Auth, Json, Query, parse_id};
 
 /// List the tenant's processing jobs, newest first, optionally in one state (admins).
 #[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin", params(JobListParams),
@@ -21,13 +21,13 @@ pub async fn list_jobs(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Query(q): Query<JobListParams>,
-) -> Result<axum::Json<ListEnvelope<JobDto>>, ApiError> {
+) -> Result<Json<ListEnvelope<JobDto>>, ApiError> {
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let jobs = state
         .service
         .list_jobs(&actor, q.state.as_deref(), page)
         .await?;
-    Ok(axum::Json(ListEnvelope::from_page(jobs)))
+    Ok(Json(ListEnvelope::from_page(jobs)))
 }
 
 /// Read a job with the error of every failed run, oldest first (admins).
@@ -42,9 +42,9 @@ pub async fn get_job(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<String>,
-) -> Result<axum::Json<JobDetailDto>, ApiError> {
+) -> Result<Json<JobDetailDto>, ApiError> {
     let id: JobId = parse_id(&id)?;
-    Ok(axum::Json(state.service.get_job(&actor, id).await?.into()))
+    Ok(Json(state.service.get_job(&actor, id).await?.into()))
 }
 
 /// Queue a dead job again from its first attempt; its error history stays (admins).
@@ -60,11 +60,9 @@ pub async fn retry_job(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<String>,
-) -> Result<axum::Json<JobDto>, ApiError> {
+) -> Result<Json<JobDto>, ApiError> {
     let id: JobId = parse_id(&id)?;
-    Ok(axum::Json(
-        state.service.retry_job(&actor, id).await?.into(),
-    ))
+    Ok(Json(state.service.retry_job(&actor, id).await?.into()))
 }
 
 /// Queue every dead job of the tenant again (admins).
@@ -73,7 +71,7 @@ pub async fn retry_job(
 pub async fn retry_dead_jobs(
     State(state): State<AppState>,
     Auth(actor): Auth,
-) -> Result<axum::Json<RetriedDto>, ApiError> {
+) -> Result<Json<RetriedDto>, ApiError> {
     let retried = state.service.retry_dead_jobs(&actor).await?;
-    Ok(axum::Json(RetriedDto { retried }))
+    Ok(Json(RetriedDto { retried }))
 }

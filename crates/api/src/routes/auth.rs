@@ -9,8 +9,8 @@ use crate::dto::{LoginRequest, RefreshRequest, TokenResponse, UserDto};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json};
 
-fn tokens(pair: TokenPair) -> axum::Json<TokenResponse> {
-    axum::Json(TokenResponse {
+fn tokens(pair: TokenPair) -> Json<TokenResponse> {
+    Json(TokenResponse {
         access_token: pair.access_token,
         refresh_token: pair.refresh_token,
         token_type: "Bearer",
@@ -61,7 +61,7 @@ pub async fn login(
 pub async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshRequest>,
-) -> Result<axum::Json<TokenResponse>, ApiError> {
+) -> Result<Json<TokenResponse>, ApiError> {
     Ok(tokens(state.service.refresh(&body.refresh_token).await?))
 }
 
@@ -83,6 +83,6 @@ pub async fn logout(
 pub async fn me(
     State(state): State<AppState>,
     Auth(actor): Auth,
-) -> Result<axum::Json<UserDto>, ApiError> {
-    Ok(axum::Json(state.service.me(&actor).await?.into()))
+) -> Result<Json<UserDto>, ApiError> {
+    Ok(Json(state.service.me(&actor).await?.into()))
 }

@@ -9,11 +9,12 @@ use axum::response::{Html, IntoResponse};
 use serde::Serialize;
 
 use crate::AppState;
+use crate::extract::Json;
 
 /// Process alive. Touches no dependency, so a slow database never gets a
 /// healthy process killed.
 pub async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+    Json(serde_json::json!({ "status": "ok" }))
 }
 
 #[derive(Serialize)]
@@ -50,7 +51,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     (
         status,
-        axum::Json(Readiness {
+        Json(Readiness {
             status: overall,
             checks: Checks {
                 database: word(db_ok),

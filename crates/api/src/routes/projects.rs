@@ -44,7 +44,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        axum::Json(ProjectDto::from(project)),
+        Json(ProjectDto::from(project)),
     ))
 }
 
@@ -55,13 +55,13 @@ pub async fn list(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Query(q): Query<ProjectListParams>,
-) -> Result<axum::Json<ListEnvelope<ProjectDto>>, ApiError> {
+) -> Result<Json<ListEnvelope<ProjectDto>>, ApiError> {
     let query = ProjectListQuery {
         include_archived: q.include_archived.unwrap_or(false),
         page: PageRequest::parse(q.limit, q.cursor.as_deref())?,
     };
     let projects = state.service.list_projects(&actor, query).await?;
-    Ok(axum::Json(ListEnvelope::from_page(projects)))
+    Ok(Json(ListEnvelope::from_page(projects)))
 }
 
 /// Read a project.
@@ -72,11 +72,9 @@ pub async fn get(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<String>,
-) -> Result<axum::Json<ProjectDto>, ApiError> {
+) -> Result<Json<ProjectDto>, ApiError> {
     let id: ProjectId = parse_id(&id)?;
-    Ok(axum::Json(
-        state.service.get_project(&actor, id).await?.into(),
-    ))
+    Ok(Json(state.service.get_project(&actor, id).await?.into()))
 }
 
 /// Rename a project or change its code or address (admins, member supervisors).
@@ -95,14 +93,14 @@ pub async fn update(
     Auth(actor): Auth,
     Path(id): Path<String>,
     Json(body): Json<UpdateProjectRequest>,
-) -> Result<axum::Json<ProjectDto>, ApiError> {
+) -> Result<Json<ProjectDto>, ApiError> {
     let id: ProjectId = parse_id(&id)?;
     let input = UpdateProjectInput {
         name: body.name,
         code: body.code,
         address: body.address,
     };
-    Ok(axum::Json(
+    Ok(Json(
         state
             .service
             .update_project(&actor, id, input)
@@ -134,11 +132,11 @@ pub async fn members(
     Auth(actor): Auth,
     Path(id): Path<String>,
     Query(q): Query<ListParams>,
-) -> Result<axum::Json<ListEnvelope<MemberDto>>, ApiError> {
+) -> Result<Json<ListEnvelope<MemberDto>>, ApiError> {
     let id: ProjectId = parse_id(&id)?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let members = state.service.list_members(&actor, id, page).await?;
-    Ok(axum::Json(ListEnvelope::from_page(members)))
+    Ok(Json(ListEnvelope::from_page(members)))
 }
 
 /// Add a user to a project (admins, member supervisors). 201 when new, 204

@@ -76,7 +76,7 @@ pub async fn initiate(
         instructions: out.instructions.map(Into::into),
         deduplicated: out.deduplicated,
     };
-    Ok((status, [(header::LOCATION, location)], axum::Json(dto)).into_response())
+    Ok((status, [(header::LOCATION, location)], Json(dto)).into_response())
 }
 
 /// An optional JSON body: empty means `None`.
@@ -121,7 +121,7 @@ pub async fn complete(
     Path(id): Path<String>,
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<CompleteUploadRequest>,
-) -> Result<axum::Json<UploadDto>, ApiError> {
+) -> Result<Json<UploadDto>, ApiError> {
     let id: UploadId = parse_id(&id)?;
     let parts = body.and_then(|b| b.parts).map(|parts| {
         parts
@@ -141,7 +141,7 @@ pub async fn complete(
         .service
         .complete_upload(&actor, id, parts, traceparent)
         .await?;
-    Ok(axum::Json(upload.into()))
+    Ok(Json(upload.into()))
 }
 
 /// Read an upload.
@@ -152,11 +152,9 @@ pub async fn get(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<String>,
-) -> Result<axum::Json<UploadDto>, ApiError> {
+) -> Result<Json<UploadDto>, ApiError> {
     let id: UploadId = parse_id(&id)?;
-    Ok(axum::Json(
-        state.service.get_upload(&actor, id).await?.into(),
-    ))
+    Ok(Json(state.service.get_upload(&actor, id).await?.into()))
 }
 
 /// List a project's uploads, newest first.
@@ -168,7 +166,7 @@ pub async fn list(
     Auth(actor): Auth,
     Path(id): Path<String>,
     Query(q): Query<UploadListParams>,
-) -> Result<axum::Json<ListEnvelope<UploadDto>>, ApiError> {
+) -> Result<Json<ListEnvelope<UploadDto>>, ApiError> {
     let project: ProjectId = parse_id(&id)?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let query = UploadListQuery {
@@ -185,7 +183,7 @@ pub async fn list(
         .service
         .list_uploads(&actor, project, query, page)
         .await?;
-    Ok(axum::Json(ListEnvelope::from_page(uploads)))
+    Ok(Json(ListEnvelope::from_page(uploads)))
 }
 
 /// Download the original: a redirect to a short-lived signed URL that serves
@@ -263,9 +261,7 @@ pub async fn restore(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<String>,
-) -> Result<axum::Json<UploadDto>, ApiError> {
+) -> Result<Json<UploadDto>, ApiError> {
     let id: UploadId = parse_id(&id)?;
-    Ok(axum::Json(
-        state.service.restore_upload(&actor, id).await?.into(),
-    ))
+    Ok(Json(state.service.restore_upload(&actor, id).await?.into()))
 }

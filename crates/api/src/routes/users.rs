@@ -42,7 +42,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        axum::Json(UserDto::from(user)),
+        Json(UserDto::from(user)),
     ))
 }
 
@@ -53,10 +53,10 @@ pub async fn list(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Query(q): Query<ListParams>,
-) -> Result<axum::Json<ListEnvelope<UserDto>>, ApiError> {
+) -> Result<Json<ListEnvelope<UserDto>>, ApiError> {
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let users = state.service.list_users(&actor, page).await?;
-    Ok(axum::Json(ListEnvelope::from_page(users)))
+    Ok(Json(ListEnvelope::from_page(users)))
 }
 
 /// Read a user (yourself, or anyone as admin or supervisor).
@@ -67,9 +67,9 @@ pub async fn get(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<String>,
-) -> Result<axum::Json<UserDto>, ApiError> {
+) -> Result<Json<UserDto>, ApiError> {
     let id: UserId = parse_id(&id)?;
-    Ok(axum::Json(state.service.get_user(&actor, id).await?.into()))
+    Ok(Json(state.service.get_user(&actor, id).await?.into()))
 }
 
 /// Change a user's name, role or disabled flag (admins).
@@ -82,14 +82,14 @@ pub async fn update(
     Auth(actor): Auth,
     Path(id): Path<String>,
     Json(body): Json<UpdateUserRequest>,
-) -> Result<axum::Json<UserDto>, ApiError> {
+) -> Result<Json<UserDto>, ApiError> {
     let id: UserId = parse_id(&id)?;
     let input = UpdateUserInput {
         name: body.name,
         role: body.role,
         disabled: body.disabled,
     };
-    Ok(axum::Json(
+    Ok(Json(
         state.service.update_user(&actor, id, input).await?.into(),
     ))
 }
