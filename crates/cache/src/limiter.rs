@@ -286,21 +286,22 @@ impl RateLimiter for FallbackLimiter {
 
     async fn check(&self, key: &CacheKey, quota: RateQuota) -> Result<RateDecision, CacheError> {
         let cap = (quota.burst / 10).max(1);
-        let mut waited = false;
-        let take = loop {
-            if cap == 1 {
-                break Take {
-                    want: 1,
-                    refill: false,
-                };
+        let take = if cap == 1 {
+            Take {
+                want: 1,
+                refill: false,
             }
-            match self.take_leased(key, cap, waited) {
-                Leased::Decided(decision) => return Ok(decision),
-                Leased::Ask(take) => break take,
-                Leased::Wait(refilled) => {
-                    // Bounded by what the refill's own Redis call may take.
-                    let _ = tokio::time::timeout(self.redis.timeout(), refilled).await;
-                    waited = true;
+        } else {
+            let mut waited = false;
+            loop {
+                match self.take_leased(key, cap, waited) {
+                    Leased::Decided(decision) => return Ok(decision),
+                    Leased::Ask(take) => break take,
+                    Leased::Wait(refilled) => {
+                        // Bounded by what the refill's own Redis call may take.
+                        let _ = tokio::time::timeout(self.redis.timeout(), refilled).await;
+                        waited = true;
+                    }
                 }
             }
         };

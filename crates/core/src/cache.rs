@@ -144,7 +144,8 @@ pub trait Cache: Send + Sync + 'static {
 
     /// For a cache shared between processes: the feed of every process's
     /// announcements, this one's included (Redis pub/sub). `None` for a cache
-    /// in this process, which needs no local copies in front of it.
+    /// in this process, which needs no local copies in front of it. Called
+    /// from within a Tokio runtime (an adapter may spawn its subscriber).
     fn announcements(&self) -> Option<mpsc::Receiver<Announcement>> {
         None
     }
@@ -316,18 +317,19 @@ impl Caching {
     /// Outside a Tokio runtime (nothing to run the feed on), a shared cache
     /// gets no local tier.
     pub fn new(cache: Arc<dyn Cache>, settings: CacheSettings) -> Self {
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let feed = match runtime {
-            Some(_) if settings.local_capacity > 0 => cache.announcements(),
+        let follow_feed = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if settings.local_capacity > 0 => {
+                cache.announcements().map(|feed| (runtime, feed))
+            }
             _ => None,
         };
-        let (local, feed) = match (runtime, feed) {
-            (Some(runtime), Some(feed)) => {
+        let (local, feed) = match follow_feed {
+            Some((runtime, feed)) => {
                 let tier = Arc::new(LocalTier::new(settings.local_capacity));
                 let task = runtime.spawn(follow(feed, Arc::downgrade(&tier)));
                 (Some(tier), Some(task.abort_handle()))
             }
-            _ => (None, None),
+            None => (None, None),
         };
         Self {
             cache,
@@ -377,14 +379,17 @@ impl Caching {
         }
         // Noted before anything is read: see `local.rs`.
         let fence = local.map(|l| l.fence(key));
+        let keep = |v: &T| {
+            if let (Some(l), Some(f)) = (local, fence) {
+                l.put(key, v.clone(), ttl, f);
+            }
+        };
         let cache_ok = match self.cache.get(key).await {
             Ok(Some(bytes)) if bytes.as_ref() != TOMBSTONE => {
                 match serde_json::from_slice::<T>(&bytes) {
                     Ok(v) => {
                         name.counters().shared_hits.increment(1);
-                        if let (Some(l), Some(f)) = (local, fence) {
-                            l.put(key, v.clone(), ttl, f);
-                        }
+                        keep(&v);
                         return Ok(Some(v));
                     }
                     Err(e) => {
@@ -415,9 +420,7 @@ impl Caching {
                     }
                     // Only the loader keeps a copy: a caller that joined the
                     // flight later noted a later fence than the load's.
-                    if let (Some(l), Some(f)) = (local, fence) {
-                        l.put(key, v.clone(), ttl, f);
-                    }
+                    keep(v);
                 }
                 Ok::<_, CoreError>(bytes)
             })
@@ -530,20 +533,13 @@ async fn follow(mut feed: mpsc::Receiver<Announcement>, tier: std::sync::Weak<Lo
         };
         match announcement {
             Announcement::Changed(keys) => keys.iter().for_each(|k| tier.changed(k)),
-            Announcement::Live => {
-                tier.live();
-                metrics::gauge!("cache_local_tier_live").set(1.0);
-            }
-            Announcement::Lost => {
-                tier.lost();
-                metrics::gauge!("cache_local_tier_live").set(0.0);
-            }
+            Announcement::Live => tier.live(),
+            Announcement::Lost => tier.lost(),
         }
     }
     // The adapter stopped its feed: nothing will be announced any more.
     if let Some(tier) = tier.upgrade() {
         tier.lost();
-        metrics::gauge!("cache_local_tier_live").set(0.0);
     }
 }
 

@@ -123,11 +123,13 @@ impl LocalTier {
     /// The feed hears every invalidation (again).
     pub(super) fn live(&self) {
         self.live.store(true, Ordering::SeqCst);
+        metrics::gauge!("cache_local_tier_live").set(1.0);
     }
 
     /// The feed broke: invalidations may be missed from now on.
     pub(super) fn lost(&self) {
         self.live.store(false, Ordering::SeqCst);
+        metrics::gauge!("cache_local_tier_live").set(0.0);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate_all();
     }
