@@ -12,6 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+mod rfc3339;
+
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -73,7 +75,9 @@ pub struct UserDto {
     pub name: String,
     pub role: RoleDto,
     pub disabled: bool,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -121,8 +125,11 @@ pub struct ProjectDto {
     pub address: Option<String>,
     pub created_by: Uuid,
     pub archived: bool,
+    #[serde(serialize_with = "rfc3339::option")]
     pub archived_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -171,6 +178,7 @@ pub struct MemberDto {
     pub email: String,
     pub name: String,
     pub role: RoleDto,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub added_at: DateTime<Utc>,
 }
 
@@ -281,13 +289,18 @@ pub struct UploadDto {
     pub size: u64,
     pub sha256: Option<String>,
     pub uploaded_by: Uuid,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
     /// When the bytes were confirmed in storage.
+    #[serde(serialize_with = "rfc3339::option")]
     pub uploaded_at: Option<DateTime<Utc>>,
     /// When the signed upload URLs stop working (pending uploads).
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub expires_at: DateTime<Utc>,
     /// Set while the upload is in the trash.
+    #[serde(serialize_with = "rfc3339::option")]
     pub deleted_at: Option<DateTime<Utc>>,
     /// Why processing failed (status FAILED).
     pub error: Option<UploadErrorDto>,
@@ -427,12 +440,14 @@ pub enum UploadInstructionsDto {
         url: String,
         /// Send exactly these headers with the PUT.
         headers: std::collections::BTreeMap<String, String>,
+        #[serde(serialize_with = "rfc3339::serialize")]
         expires_at: DateTime<Utc>,
     },
     #[serde(rename = "MULTIPART")]
     Multipart {
         part_size: u64,
         parts: Vec<PartUrlDto>,
+        #[serde(serialize_with = "rfc3339::serialize")]
         expires_at: DateTime<Utc>,
     },
 }
@@ -554,15 +569,19 @@ pub struct JobDto {
     pub attempts: u32,
     pub max_attempts: u32,
     /// When it is (or was) due.
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub run_at: DateTime<Utc>,
     /// While running: when its worker's lease runs out.
+    #[serde(serialize_with = "rfc3339::option")]
     pub lease_until: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     /// The upload it works on, if any.
     pub upload_id: Option<Uuid>,
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -591,6 +610,7 @@ impl From<Job> for JobDto {
 pub struct JobErrorDto {
     pub attempt: u32,
     pub error: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub at: DateTime<Utc>,
 }
 
