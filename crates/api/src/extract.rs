@@ -59,18 +59,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 /// in profiles); this one starts at 1 KiB.
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
-        let mut body = Vec::with_capacity(1024);
-        match serde_json::to_writer(&mut body, &self.0) {
-            Ok(()) => (
-                [(
-                    header::CONTENT_TYPE,
-                    axum::http::HeaderValue::from_static("application/json"),
-                )],
-                body,
-            )
-                .into_response(),
-            Err(e) => ApiError::Core(CoreError::Internal(Box::new(e))).into_response(),
+        match to_json(&self.0) {
+            Ok(body) => JsonBytes(body).into_response(),
+            Err(e) => e.into_response(),
         }
+    }
+}
+
+/// `value` serialized, for a [`JsonBytes`] response.
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Bytes, ApiError> {
+    let mut body = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut body, value)
+        .map_err(|e| ApiError::Core(CoreError::Internal(Box::new(e))))?;
+    Ok(body.into())
+}
+
+/// A JSON response serialized beforehand (by [`to_json`]).
+pub struct JsonBytes(pub Bytes);
+
+impl axum::response::IntoResponse for JsonBytes {
+    fn into_response(self) -> axum::response::Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
     }
 }
 

@@ -29,7 +29,9 @@ pub struct CacheArgs {
     /// when any process announces a change (Redis pub/sub) and not served
     /// while that feed is down. 0: every read asks Redis (a write is then
     /// seen by every replica the moment it returns, not moments later).
-    #[arg(long, env = "BUILDPEER_CACHE_LOCAL_ENTRIES", default_value_t = 20_000)]
+    /// At most 10 million (the table is sized for it at start-up).
+    #[arg(long, env = "BUILDPEER_CACHE_LOCAL_ENTRIES", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub cache_local_entries: u64,
 
     /// Requests per minute one user may make (0: no limit).

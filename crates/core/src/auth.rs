@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::cache::Expiring;
 use crate::error::CoreError;
 use crate::ids::{TenantId, UserId};
 use crate::model::{Password, Role};
@@ -60,31 +61,11 @@ pub struct TokenKeys {
     /// base64 parts, two JSON documents, an HMAC) costs several times this
     /// lookup. An entry lives a minute at most and never past the token's
     /// expiry, so a hit is as good as a fresh verification.
-    verified: moka::sync::Cache<String, Claims>,
+    verified: Expiring<String, Claims>,
 }
 
 /// How long a verified token is remembered at most.
 const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
-
-struct UntilExpiry {
-    leeway: u64,
-}
-
-impl moka::Expiry<String, Claims> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _: &String,
-        claims: &Claims,
-        _: std::time::Instant,
-    ) -> Option<std::time::Duration> {
-        let left = claims
-            .exp
-            .saturating_add_unsigned(self.leeway)
-            .saturating_sub(Utc::now().timestamp());
-        let left = std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0));
-        Some(left.min(VERIFIED_FOR))
-    }
-}
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,12 +92,7 @@ impl TokenKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = 5;
-        let verified = moka::sync::Cache::builder()
-            .max_capacity(10_000)
-            .expire_after(UntilExpiry {
-                leeway: validation.leeway,
-            })
-            .build();
+        let verified = Expiring::new(10_000);
         Ok(Self {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
@@ -152,7 +128,13 @@ impl TokenKeys {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|d| d.claims)
             .map_err(|_| CoreError::Unauthorized)?;
-        self.verified.insert(token.to_owned(), claims.clone());
+        let left = claims
+            .exp
+            .saturating_add_unsigned(self.validation.leeway)
+            .saturating_sub(Utc::now().timestamp());
+        let left = std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0));
+        self.verified
+            .insert(token.to_owned(), claims.clone(), left.min(VERIFIED_FOR));
         Ok(claims)
     }
 }

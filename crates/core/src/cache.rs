@@ -14,6 +14,7 @@
 //! copies in this process (the local tier, `local.rs`), dropped when any
 //! process announces an invalidation of their key; see [`Cache::announce`].
 
+mod expiring;
 mod local;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::error::CoreError;
 use crate::ids::TenantId;
+pub use expiring::Expiring;
 use local::LocalTier;
 
 /// What a cache or limiter adapter may say.

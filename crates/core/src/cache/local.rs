@@ -16,30 +16,14 @@ use std::any::Any;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use moka::Expiry;
-use moka::sync::Cache as Moka;
+use std::time::Duration;
 
 use super::CacheKey;
+use super::expiring::Expiring;
 
 /// Fences are counters in a fixed table indexed by the key's hash: two keys
 /// sharing a slot only cost each other a skipped insert now and then.
 const FENCE_SLOTS: usize = 4096;
-
-#[derive(Clone)]
-struct Entry {
-    value: Arc<dyn Any + Send + Sync>,
-    ttl: Duration,
-}
-
-struct PerEntryTtl;
-
-impl Expiry<CacheKey, Entry> for PerEntryTtl {
-    fn expire_after_create(&self, _: &CacheKey, entry: &Entry, _: Instant) -> Option<Duration> {
-        Some(entry.ttl)
-    }
-}
 
 /// What a read noted before it started: see the module documentation.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +34,7 @@ pub(super) struct Fence {
 }
 
 pub(super) struct LocalTier {
-    entries: Moka<CacheKey, Entry>,
+    entries: Expiring<CacheKey, Arc<dyn Any + Send + Sync>>,
     live: AtomicBool,
     /// Bumped when the feed is lost: fences every key at once.
     epoch: AtomicU64,
@@ -61,10 +45,7 @@ pub(super) struct LocalTier {
 impl LocalTier {
     pub(super) fn new(capacity: u64) -> Self {
         Self {
-            entries: Moka::builder()
-                .max_capacity(capacity)
-                .expire_after(PerEntryTtl)
-                .build(),
+            entries: Expiring::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
             live: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             fences: (0..FENCE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
@@ -76,7 +57,7 @@ impl LocalTier {
         if !self.live.load(Ordering::SeqCst) {
             return None;
         }
-        self.entries.get(key)?.value.downcast_ref::<T>().cloned()
+        self.entries.get(key)?.downcast_ref::<T>().cloned()
     }
 
     pub(super) fn fence(&self, key: &CacheKey) -> Fence {
@@ -99,13 +80,9 @@ impl LocalTier {
         if !self.unchanged(fence) {
             return;
         }
-        let entry = Entry {
-            value: Arc::new(value),
-            ttl,
-        };
-        self.entries.insert(key.clone(), entry);
+        self.entries.insert(key.clone(), Arc::new(value), ttl);
         if !self.unchanged(fence) {
-            self.entries.invalidate(key);
+            self.entries.remove(key);
         }
     }
 
@@ -113,7 +90,7 @@ impl LocalTier {
     pub(super) fn changed(&self, key: &CacheKey) {
         let slot = self.slot(key);
         self.fences[slot].fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate(key);
+        self.entries.remove(key);
     }
 
     pub(super) fn is_live(&self) -> bool {
@@ -131,7 +108,7 @@ impl LocalTier {
         self.live.store(false, Ordering::SeqCst);
         metrics::gauge!("cache_local_tier_live").set(0.0);
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 
     fn unchanged(&self, fence: Fence) -> bool {

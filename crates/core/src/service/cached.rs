@@ -8,6 +8,13 @@
 //! | `project` | `project:<id>` | 5 min |
 //! | `member` | `member:<project>:<user>` | 5 min |
 //! | `project_list` | `projects:<generation>:<filter>:<page>` | 5 min |
+//!
+//! Users, projects and uploads are handed out as `Arc`s: every request
+//! reads its user and most read a project, and a hit from the local tier is
+//! then a reference count rather than a copy of their strings (and the API
+//! can tell an upload it has already serialized by its `Arc`).
+
+use std::sync::Arc;
 
 use super::Service;
 use crate::cache::{CacheKey, CacheName, Caching};
@@ -26,12 +33,12 @@ static PROJECT_LIST: CacheName = CacheName::new("project_list");
 
 impl Service {
     /// Gives the use-cases a cache (the default caches nothing).
-    pub fn with_cache(mut self, caching: std::sync::Arc<Caching>) -> Self {
+    pub fn with_cache(mut self, caching: Arc<Caching>) -> Self {
         self.caching = caching;
         self
     }
 
-    pub fn caching(&self) -> &std::sync::Arc<Caching> {
+    pub fn caching(&self) -> &Arc<Caching> {
         &self.caching
     }
 
@@ -39,12 +46,12 @@ impl Service {
         &self,
         tenant: TenantId,
         id: UserId,
-    ) -> Result<Option<User>, CoreError> {
+    ) -> Result<Option<Arc<User>>, CoreError> {
         let key = self.caching.key(tenant, "user", id);
         let ttl = self.caching.settings().user_ttl;
         self.caching
             .get_or_load(&USER, &key, ttl, || async {
-                Ok(self.store.user_get(tenant, id).await?)
+                Ok(self.store.user_get(tenant, id).await?.map(Arc::new))
             })
             .await
     }
@@ -53,12 +60,12 @@ impl Service {
         &self,
         tenant: TenantId,
         id: UploadId,
-    ) -> Result<Option<Upload>, CoreError> {
+    ) -> Result<Option<Arc<Upload>>, CoreError> {
         let key = self.caching.key(tenant, "upload", id);
         let ttl = self.caching.settings().upload_ttl;
         self.caching
             .get_or_load(&UPLOAD, &key, ttl, || async {
-                Ok(self.store.upload_get(tenant, id).await?)
+                Ok(self.store.upload_get(tenant, id).await?.map(Arc::new))
             })
             .await
     }
@@ -67,12 +74,12 @@ impl Service {
         &self,
         tenant: TenantId,
         id: ProjectId,
-    ) -> Result<Option<Project>, CoreError> {
+    ) -> Result<Option<Arc<Project>>, CoreError> {
         let key = self.caching.key(tenant, "project", id);
         let ttl = self.caching.settings().project_ttl;
         self.caching
             .get_or_load(&PROJECT, &key, ttl, || async {
-                Ok(self.store.project_get(tenant, id).await?)
+                Ok(self.store.project_get(tenant, id).await?.map(Arc::new))
             })
             .await
     }

@@ -1,5 +1,7 @@
 //! Projects and their members.
 
+use std::sync::Arc;
+
 use super::{Actor, Service};
 use crate::error::{Conflict, CoreError, StoreError};
 use crate::ids::{ProjectId, UserId};
@@ -53,7 +55,7 @@ impl Service {
         actor: &Actor,
         id: ProjectId,
         action: ProjectAction,
-    ) -> Result<Project, CoreError> {
+    ) -> Result<Arc<Project>, CoreError> {
         let project = self
             .cached_project(actor.tenant_id, id)
             .await?
@@ -120,6 +122,7 @@ impl Service {
     pub async fn get_project(&self, actor: &Actor, id: ProjectId) -> Result<Project, CoreError> {
         self.authorized_project(actor, id, ProjectAction::Read)
             .await
+            .map(Arc::unwrap_or_clone)
     }
 
     pub async fn update_project(

@@ -2,6 +2,7 @@
 //! `UPLOADED` + processing job in one transaction), read, list, download,
 //! trash and restore, and the sweepers that expire and purge.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
@@ -158,7 +159,7 @@ impl Service {
         actor: &Actor,
         id: UploadId,
         action: ProjectAction,
-    ) -> Result<Upload, CoreError> {
+    ) -> Result<Arc<Upload>, CoreError> {
         let upload = self
             .cached_upload(actor.tenant_id, id)
             .await?
@@ -174,7 +175,7 @@ impl Service {
         &self,
         actor: &Actor,
         id: UploadId,
-    ) -> Result<Upload, CoreError> {
+    ) -> Result<Arc<Upload>, CoreError> {
         let upload = self
             .authorized_upload(actor, id, ProjectAction::Read)
             .await?;
@@ -444,7 +445,7 @@ impl Service {
                     "the upload's URLs expired before it was completed; start a new upload",
                 ));
             }
-            _ => return Ok(upload),
+            _ => return Ok(Arc::unwrap_or_clone(upload)),
         }
         if upload.deleted_at.is_some() {
             return Err(CoreError::conflict(
@@ -523,7 +524,7 @@ impl Service {
         Ok(done)
     }
 
-    pub async fn get_upload(&self, actor: &Actor, id: UploadId) -> Result<Upload, CoreError> {
+    pub async fn get_upload(&self, actor: &Actor, id: UploadId) -> Result<Arc<Upload>, CoreError> {
         self.authorized_upload(actor, id, ProjectAction::Read).await
     }
 
@@ -608,7 +609,11 @@ impl Service {
     }
 
     /// An upload the actor may read that is not in the trash.
-    async fn readable_live_upload(&self, actor: &Actor, id: UploadId) -> Result<Upload, CoreError> {
+    async fn readable_live_upload(
+        &self,
+        actor: &Actor,
+        id: UploadId,
+    ) -> Result<Arc<Upload>, CoreError> {
         let upload = self
             .authorized_upload(actor, id, ProjectAction::Read)
             .await?;

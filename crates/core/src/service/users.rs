@@ -29,6 +29,7 @@ impl Service {
     pub async fn me(&self, actor: &Actor) -> Result<User, CoreError> {
         self.cached_user(actor.tenant_id, actor.user_id)
             .await?
+            .map(std::sync::Arc::unwrap_or_clone)
             .ok_or(CoreError::NotFound)
     }
 
@@ -80,6 +81,7 @@ impl Service {
         }
         self.cached_user(actor.tenant_id, id)
             .await?
+            .map(std::sync::Arc::unwrap_or_clone)
             .ok_or(CoreError::NotFound)
     }
 

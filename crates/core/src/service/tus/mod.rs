@@ -494,7 +494,7 @@ impl Service {
                 "the upload expired or was terminated",
             ));
         }
-        Ok((upload, tus))
+        Ok((Arc::unwrap_or_clone(upload), tus))
     }
 
     /// HEAD. Also finishes an upload whose last byte was acknowledged by a
