@@ -138,6 +138,23 @@ impl Api {
         Self(router(service, metrics))
     }
 
+    /// Only the operational endpoints (`/healthz`, `/readyz`, `/metrics`),
+    /// for a process that serves no API: `buildpeer worker`, so that its
+    /// own metrics (jobs, storage breaker, database pool) can be scraped
+    /// and its health probed.
+    pub fn ops_only(service: Service, metrics: PrometheusHandle) -> Self {
+        let state = app_state(service, metrics);
+        let route_layer = axum::middleware::from_fn_with_state(state.clone(), per_route);
+        Self(
+            ops_routes(Router::new())
+                .fallback(|| async { ApiError::RouteNotFound })
+                .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+                .route_layer(route_layer)
+                .layer(axum::middleware::from_fn(telemetry::track))
+                .with_state(state),
+        )
+    }
+
     /// Serves until `shutdown` completes; then stops accepting and returns
     /// once in-flight requests are done (idle connections are closed, busy
     /// ones after their current response).
@@ -251,19 +268,29 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
-fn router(service: Service, metrics: PrometheusHandle) -> Router {
-    let (api, _) = api_routes().split_for_parts();
+fn app_state(service: Service, metrics: PrometheusHandle) -> AppState {
     let openapi = openapi().to_json().unwrap_or_else(|_| "{}".to_owned());
-    let state = AppState(Arc::new(Shared {
+    AppState(Arc::new(Shared {
         service,
         metrics,
         openapi: Bytes::from(openapi),
         upload_json: Expiring::new(UPLOAD_JSON_ENTRIES),
-    }));
-    let route_layer = axum::middleware::from_fn_with_state(state.clone(), per_route);
-    api.route("/healthz", get(routes::ops::healthz))
+    }))
+}
+
+/// Liveness, readiness and metrics: no token, no rate limit.
+fn ops_routes(router: Router<AppState>) -> Router<AppState> {
+    router
+        .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
+}
+
+fn router(service: Service, metrics: PrometheusHandle) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    let state = app_state(service, metrics);
+    let route_layer = axum::middleware::from_fn_with_state(state.clone(), per_route);
+    ops_routes(api)
         .route("/openapi.json", get(routes::ops::openapi))
         .route("/docs", get(routes::ops::docs))
         .merge(

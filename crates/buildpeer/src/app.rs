@@ -197,18 +197,39 @@ pub fn media(processing: &ProcessingConfig) -> Arc<Media> {
     ))
 }
 
-/// `buildpeer worker`: processes jobs until `shutdown`, then drains.
+/// `buildpeer worker`: processes jobs until `shutdown`, then drains. With
+/// `ops`, also serves the operational endpoints there until it has drained.
 pub async fn run_worker(
     service: Service,
     settings: WorkerSettings,
+    ops: Option<(
+        tokio::net::TcpListener,
+        metrics_exporter_prometheus::PrometheusHandle,
+    )>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let ops = match ops {
+        Some((listener, metrics)) => {
+            tracing::info!(address = %listener.local_addr()?, "listening");
+            let api = buildpeer_api::Api::ops_only(service.clone(), metrics);
+            Some(tokio::spawn(api.serve(listener, async move {
+                // Sent or dropped: the worker has drained either way.
+                let _ = drained_rx.await;
+            })))
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(worker::run(service, settings, stop_rx));
     shutdown.await;
     tracing::info!("shutdown requested: finishing running jobs");
     let _ = stop_tx.send(true);
     worker.await.context("worker task")?;
+    drop(drained_tx);
+    if let Some(ops) = ops {
+        ops.await.context("operational endpoints")??;
+    }
     Ok(())
 }
 

@@ -59,10 +59,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
     let mut processing = args.worker.settings().map_err(anyhow::Error::msg)?;
     processing.worker.grace = std::time::Duration::from_secs(args.shutdown_timeout);
+    // The recorder first, so that what the set-up records (the breaker's
+    // initial state) is kept.
+    let ops = match args.ops_listen {
+        Some(addr) => {
+            let metrics = crate::telemetry::metrics_handle()?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (BUILDPEER_WORKER_OPS_LISTEN)"))?;
+            Some((listener, metrics))
+        }
+        None => None,
+    };
     let service = operator_service(&args.common, &processing).await?;
     // Its invalidations (status changes) must reach the API's cache.
     let service = crate::cache::attach(service, &args.cache.settings()).await?;
-    app::run_worker(service, processing.worker, app::shutdown_signal()).await
+    app::run_worker(service, processing.worker, ops, app::shutdown_signal()).await
 }
 
 async fn migrate(args: &CommonArgs) -> anyhow::Result<()> {

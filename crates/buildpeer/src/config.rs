@@ -331,6 +331,13 @@ pub struct WorkerCommandArgs {
     #[arg(long, env = "BUILDPEER_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
 
+    /// Serve `/healthz`, `/readyz` and `/metrics` (Prometheus: the jobs,
+    /// the storage breaker, the database pool, the queue) on this address,
+    /// e.g. `0.0.0.0:9464`. Unset: nothing is served and the worker's
+    /// metrics are not kept.
+    #[arg(long, env = "BUILDPEER_WORKER_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub cache: crate::cache::CacheArgs,
 }

@@ -3,7 +3,8 @@
 //! a closed loopback port) retries each job with backoff and dead-letters it
 //! after its three attempts, the upload ends `FAILED`; an admin re-queues it
 //! from the dead-letter queue and a healthy worker completes it. Each worker
-//! stops cleanly on SIGTERM.
+//! stops cleanly on SIGTERM. A worker with `BUILDPEER_WORKER_OPS_LISTEN`
+//! serves its own health, readiness and metrics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -176,7 +177,7 @@ async fn dead_letter_and_retry_across_processes() {
 
         // Storage is back (a worker with the right configuration): the
         // admin re-queues the job and it runs from the start.
-        let mut healthy = Server::spawn_command("worker", &[], &worker_env(dir.path(), &[]));
+        let (mut healthy, ops) = worker_with_ops(dir.path()).await;
         healthy
             .wait_for_log("the worker to start", |v| v["message"] == "worker started")
             .await;
@@ -196,8 +197,86 @@ async fn dead_letter_and_retry_across_processes() {
         assert_eq!(done["error"], Value::Null, "{done}");
         assert_eq!(done["thumbnails"].as_array().unwrap().len(), 2, "{done}");
         assert!(done["metadata"]["gps"]["latitude"].is_f64(), "{done}");
+        // The job's metrics are the worker's, and its endpoint has them.
+        let metrics = scrape(&api.client, ops).await;
+        for line in [
+            "worker_duration_seconds_count{kind=\"process_upload\",outcome=\"done\"} 1",
+            "uploads_processed_total{outcome=\"completed\"} 1",
+            "storage_circuit_state{backend=",
+            "queue_depth{kind=\"process_upload\",state=\"done\"} 1",
+        ] {
+            assert!(metrics.contains(line), "no {line} in\n{metrics}");
+        }
         healthy.stop().await;
         server.stop().await;
+    })
+    .await
+    .expect("timed out");
+}
+
+/// A healthy worker serving its operational endpoints on a free port.
+async fn worker_with_ops(data_dir: &std::path::Path) -> (Server, SocketAddr) {
+    let env = worker_env(data_dir, &[("BUILDPEER_WORKER_OPS_LISTEN", "127.0.0.1:0")]);
+    let worker = Server::spawn_command("worker", &[], &env);
+    let ops = worker.wait_listening().await;
+    (worker, ops)
+}
+
+async fn scrape(client: &reqwest::Client, ops: SocketAddr) -> String {
+    let resp = client
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"),
+    );
+    resp.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_serves_its_operational_endpoints() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut worker, ops) = worker_with_ops(dir.path()).await;
+        let client = reqwest::Client::new();
+        let get = |path: &str| client.get(format!("http://{ops}{path}")).send();
+
+        let health = get("/healthz").await.unwrap();
+        assert_eq!(health.status(), 200);
+        assert_eq!(health.json::<Value>().await.unwrap()["status"], "ok");
+        let ready = get("/readyz").await.unwrap();
+        assert_eq!(ready.status(), 200);
+        let ready: Value = ready.json().await.unwrap();
+        assert_eq!(ready["checks"]["database"], "ok", "{ready}");
+        let metrics = scrape(&client, ops).await;
+        assert!(metrics.contains("db_pool_connections{"), "{metrics}");
+        assert!(metrics.contains("storage_circuit_state{"), "{metrics}");
+
+        // Nothing else is served there: not the API, not its documents.
+        for path in ["/v1/projects", "/openapi.json", "/nowhere"] {
+            let resp = get(path).await.unwrap();
+            assert_eq!(resp.status(), 404, "{path}");
+            let problem: Value = resp.json().await.unwrap();
+            assert_eq!(problem["code"], "not_found", "{path}: {problem}");
+        }
+        let post = client
+            .post(format!("http://{ops}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), 405);
+
+        // SIGTERM: the worker drains, exits 0, and the endpoint is gone.
+        worker.stop().await;
+        assert!(
+            tokio::net::TcpStream::connect(ops).await.is_err(),
+            "still listening after exit"
+        );
     })
     .await
     .expect("timed out");
