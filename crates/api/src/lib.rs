@@ -49,7 +49,8 @@ pub struct Shared {
     upload_json: Expiring<UploadId, (Arc<Upload>, Bytes)>,
 }
 
-/// How many uploads' JSON `Shared::upload_json` keeps (about 1 KiB each).
+/// How many uploads' JSON `Shared::upload_json` keeps (with the upload it
+/// pins, 1-3 KiB each).
 const UPLOAD_JSON_ENTRIES: usize = 10_000;
 /// How long it keeps one; a poll that comes later serializes again.
 const UPLOAD_JSON_TTL: std::time::Duration = std::time::Duration::from_secs(60);

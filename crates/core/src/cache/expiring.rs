@@ -34,10 +34,12 @@ impl<K: Eq + Hash + Clone, V: Clone> Expiring<K, V> {
         K: Borrow<Q>,
     {
         let (value, until) = self.entries.get(key)?;
-        if Instant::now() < until {
+        let now = Instant::now();
+        if now < until {
             return Some(value);
         }
-        self.entries.remove(key);
+        // Only if still expired: another thread may have put a fresh one.
+        self.entries.remove_if(key, |(_, until)| *until <= now);
         None
     }
 
