@@ -144,16 +144,10 @@ impl Api {
     /// own metrics (jobs, storage breaker, database pool) can be scraped
     /// and its health probed.
     pub fn ops_only(service: Service, metrics: PrometheusHandle) -> Self {
-        let state = app_state(service, metrics);
-        let route_layer = axum::middleware::from_fn_with_state(state.clone(), per_route);
-        Self(
-            ops_routes(Router::new())
-                .fallback(|| async { ApiError::RouteNotFound })
-                .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-                .route_layer(route_layer)
-                .layer(axum::middleware::from_fn(telemetry::track))
-                .with_state(state),
-        )
+        Self(layered(
+            ops_routes(Router::new()),
+            app_state(service, metrics),
+        ))
     }
 
     /// Serves until `shutdown` completes; then stops accepting and returns
@@ -279,7 +273,7 @@ fn app_state(service: Service, metrics: PrometheusHandle) -> AppState {
     }))
 }
 
-/// Liveness, readiness and metrics: no token, no rate limit.
+/// Liveness, readiness and metrics: none needs a token.
 fn ops_routes(router: Router<AppState>) -> Router<AppState> {
     router
         .route("/healthz", get(routes::ops::healthz))
@@ -289,9 +283,7 @@ fn ops_routes(router: Router<AppState>) -> Router<AppState> {
 
 fn router(service: Service, metrics: PrometheusHandle) -> Router {
     let (api, _) = api_routes().split_for_parts();
-    let state = app_state(service, metrics);
-    let route_layer = axum::middleware::from_fn_with_state(state.clone(), per_route);
-    ops_routes(api)
+    let routes = ops_routes(api)
         .route("/openapi.json", get(routes::ops::openapi))
         .route("/docs", get(routes::ops::docs))
         .merge(
@@ -306,7 +298,16 @@ fn router(service: Service, metrics: PrometheusHandle) -> Router {
         .route(
             "/v1/blobs/{*key}",
             get(routes::blobs::handle).put(routes::blobs::handle),
-        )
+        );
+    layered(routes, app_state(service, metrics))
+}
+
+/// What every router gets around its routes: problem documents for unknown
+/// routes and methods, the route layer, a 500 problem for a panic, and the
+/// request's telemetry outermost.
+fn layered(routes: Router<AppState>, state: AppState) -> Router {
+    let route_layer = axum::middleware::from_fn_with_state(state.clone(), per_route);
+    routes
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .route_layer(route_layer)

@@ -133,20 +133,18 @@ fn duration_histogram(
         return register(SharedString::from_owned(method.to_string()));
     };
     HISTOGRAMS.with_borrow_mut(|routes| {
-        if !routes.contains_key(route) {
-            routes.insert(route.into(), Vec::new());
-        }
-        let Some(known) = routes.get_mut(route) else {
-            return register(SharedString::const_str(method));
-        };
-        if let Some((_, _, h)) = known
-            .iter()
-            .find(|(m, c, _)| *m == method && *c == status_class)
-        {
+        let known = routes.get(route).and_then(|k| {
+            k.iter()
+                .find(|(m, c, _)| *m == method && *c == status_class)
+        });
+        if let Some((_, _, h)) = known {
             return h.clone();
         }
         let h = register(SharedString::const_str(method));
-        known.push((method, status_class, h.clone()));
+        routes
+            .entry(route.into())
+            .or_default()
+            .push((method, status_class, h.clone()));
         h
     })
 }

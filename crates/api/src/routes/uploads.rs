@@ -172,6 +172,13 @@ pub async fn get(
     {
         return Ok(JsonBytes(json));
     }
+    // Only an upload somebody else holds too (the cache's local tier) can
+    // be handed out again; one that is ours alone (loaded, or decoded from
+    // a cache without a local tier) is serialized and not kept.
+    let upload = match Arc::try_unwrap(upload) {
+        Ok(upload) => return Ok(JsonBytes(to_json(&UploadDto::from(upload))?)),
+        Err(shared) => shared,
+    };
     let json = to_json(&UploadDto::from(Upload::clone(&upload)))?;
     state
         .upload_json
