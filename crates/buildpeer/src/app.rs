@@ -320,8 +320,8 @@ async fn bootstrap(service: &Service) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on SIGTERM or SIGINT. The handlers are installed when this is
-/// called, not when the future is first polled: the server polls it only once
+/// Completes on SIGTERM or SIGINT. On Unix the handlers are installed when
+/// this is called, not when the future is first polled: the server polls it only once
 /// it serves, and a SIGTERM that came between "listening" and that first poll
 /// found no handler and killed the process outright.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {

@@ -30,7 +30,7 @@ pub struct CacheArgs {
     /// while that feed is down. 0: every read asks Redis (a write is then
     /// seen by every replica the moment it returns, not moments later).
     /// At most 10 million (the table is sized for it at start-up).
-    #[arg(long, env = "BUILDPEER_CACHE_LOCAL_ENTRIES", default_value_t = 20_000,
+    #[arg(long, env = "BUILDPEER_CACHE_LOCAL_ENTRIES", default_value_t = CacheSettings::default().local_capacity,
           value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub cache_local_entries: u64,
 

@@ -215,7 +215,8 @@ impl RedisCache {
     }
 
     /// One GCRA step taking up to `want` requests (see [`GCRA`]): how many
-    /// it took, and the decision for the first of them.
+    /// it took, and the decision, its `remaining` and `reset` counted after
+    /// all of them.
     pub async fn gcra(
         &self,
         key: &CacheKey,

@@ -351,7 +351,8 @@ impl Caching {
     }
 
     /// Whether local copies are being served: `None` without a local tier,
-    /// `Some(false)` while the announcement feed is down.
+    /// `Some(false)` while the announcement feed is down. (For tests; the
+    /// `cache_local_tier_live` gauge says the same to operators.)
     pub fn local_tier_live(&self) -> Option<bool> {
         self.local.as_ref().map(|l| l.is_live())
     }

@@ -120,7 +120,7 @@ impl Service {
 
     /// Counts one request of the bearer of a verified access token against
     /// its user's and its tenant's quotas. `None` when limits are off. It
-    /// needs the token's signature only: a refused request costs no database
+    /// needs only the token's claims: a refused request costs no database
     /// query.
     pub async fn rate_limit_request(&self, claims: &Claims) -> Option<RateStatus> {
         let limiting = &self.limits;
