@@ -18,8 +18,6 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Database, Encode, FromRow, Postgres, Sqlite, Transaction, Type};
 use uuid::Uuid;
 
-use crate::{postgres, sqlite};
-
 /// The most arguments a statement takes (the upload insert has 14).
 const MAX_ARGS: usize = 16;
 
@@ -136,32 +134,15 @@ impl<T> Decode for T where
 {
 }
 
-type SqlxQuery<DB> = sqlx::query::Query<'static, DB, <DB as Database>::Arguments>;
+pub(crate) type SqlxQuery<DB> = sqlx::query::Query<'static, DB, <DB as Database>::Arguments>;
 
-/// What the backends encode differently.
-trait Dialect: Database {
+/// What a backend does its own way below the store: implemented in
+/// `sqlite.rs` and `postgres.rs`.
+pub(crate) trait Dialect: Database {
+    /// Binds a set of job kinds (`Arg::Kinds`).
     fn bind_kinds(query: SqlxQuery<Self>, kinds: &[&str]) -> SqlxQuery<Self>;
+    /// Maps a driver error into the port's.
     fn store_err(e: sqlx::Error) -> StoreError;
-}
-
-impl Dialect for Sqlite {
-    fn bind_kinds(query: SqlxQuery<Self>, kinds: &[&str]) -> SqlxQuery<Self> {
-        query.bind(sqlite::kinds_json(kinds))
-    }
-
-    fn store_err(e: sqlx::Error) -> StoreError {
-        sqlite::store_err(e)
-    }
-}
-
-impl Dialect for Postgres {
-    fn bind_kinds(query: SqlxQuery<Self>, kinds: &[&str]) -> SqlxQuery<Self> {
-        query.bind(kinds)
-    }
-
-    fn store_err(e: sqlx::Error) -> StoreError {
-        postgres::store_err(e)
-    }
 }
 
 impl<'a> Query<'a> {
@@ -249,11 +230,11 @@ impl<'a> Query<'a> {
         match held.conn() {
             Conn::Sqlite(c) => {
                 let done = self.build::<Sqlite>(self.sql.sqlite)?.execute(c).await;
-                done.map(|d| d.rows_affected()).map_err(sqlite::store_err)
+                done.map(|d| d.rows_affected()).map_err(Sqlite::store_err)
             }
             Conn::Postgres(c) => {
                 let done = self.build::<Postgres>(self.sql.postgres)?.execute(c).await;
-                done.map(|d| d.rows_affected()).map_err(postgres::store_err)
+                done.map(|d| d.rows_affected()).map_err(Postgres::store_err)
             }
         }
     }
@@ -291,12 +272,12 @@ impl Pool {
                 .begin_with(how.sqlite)
                 .await
                 .map(Tx::Sqlite)
-                .map_err(sqlite::store_err),
+                .map_err(Sqlite::store_err),
             Pool::Postgres(p) => p
                 .begin_with(how.postgres)
                 .await
                 .map(Tx::Postgres)
-                .map_err(postgres::store_err),
+                .map_err(Postgres::store_err),
         }
     }
 
@@ -325,8 +306,8 @@ pub(crate) enum Tx {
 impl Tx {
     pub(crate) async fn commit(self) -> StoreResult<()> {
         match self {
-            Tx::Sqlite(tx) => tx.commit().await.map_err(sqlite::store_err),
-            Tx::Postgres(tx) => tx.commit().await.map_err(postgres::store_err),
+            Tx::Sqlite(tx) => tx.commit().await.map_err(Sqlite::store_err),
+            Tx::Postgres(tx) => tx.commit().await.map_err(Postgres::store_err),
         }
     }
 
@@ -380,12 +361,12 @@ impl<'c> On<'c> {
                 .acquire()
                 .await
                 .map(Held::Sqlite)
-                .map_err(sqlite::store_err),
+                .map_err(Sqlite::store_err),
             On::Pool(Pool::Postgres(p)) => p
                 .acquire()
                 .await
                 .map(Held::Postgres)
-                .map_err(postgres::store_err),
+                .map_err(Postgres::store_err),
             On::Tx(tx) => Ok(Held::Tx(tx)),
         }
     }

@@ -21,11 +21,12 @@ use std::time::Duration;
 use buildpeer_core::StoreError;
 use buildpeer_core::error::Conflict;
 use buildpeer_core::ports::StoreResult;
+use sqlx::Postgres;
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 
-use crate::exec::{Pool, Query, q};
+use crate::exec::{Dialect, Pool, Query, SqlxQuery, q};
 use crate::queue::{self as jobs, Claim, JobRow};
 use crate::sql;
 use crate::store::{Store, Wakeup, wake};
@@ -54,19 +55,27 @@ pub(crate) async fn connect(url: &str, opts: &DbOptions) -> Result<Store, DbErro
     Ok(Store::new(
         BACKEND,
         Pool::Postgres(pool),
-        Wakeup::Listen(listener),
+        Wakeup::Listen(Box::new(listener)),
     ))
 }
 
-pub(crate) fn store_err(e: sqlx::Error) -> StoreError {
-    sql::store_error(e, conflict, |db| {
-        // Connection exceptions (class 08), an administrator or crash shutting
-        // the server down (57P01..57P03), too many connections (53300), and a
-        // statement timeout (57014).
-        db.code().is_some_and(|c| {
-            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300" | "57014")
+impl Dialect for Postgres {
+    /// As a `TEXT[]`, for `kind = ANY($1)`.
+    fn bind_kinds(query: SqlxQuery<Self>, kinds: &[&str]) -> SqlxQuery<Self> {
+        query.bind(kinds)
+    }
+
+    fn store_err(e: sqlx::Error) -> StoreError {
+        sql::store_error(e, conflict, |db| {
+            // Connection exceptions (class 08), an administrator or crash
+            // shutting the server down (57P01..57P03), too many connections
+            // (53300), and a statement timeout (57014).
+            db.code().is_some_and(|c| {
+                c.starts_with("08")
+                    || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300" | "57014")
+            })
         })
-    })
+    }
 }
 
 fn conflict(db: &dyn DatabaseError) -> Option<Conflict> {

@@ -8,10 +8,11 @@ use std::time::Duration;
 use buildpeer_core::StoreError;
 use buildpeer_core::error::Conflict;
 use buildpeer_core::ports::StoreResult;
+use sqlx::Sqlite;
 use sqlx::error::DatabaseError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::exec::{Pool, WRITE};
+use crate::exec::{Dialect, Pool, SqlxQuery, WRITE};
 use crate::queue::{self as jobs, Claim, JobRow};
 use crate::sql;
 use crate::store::{Store, Wakeup};
@@ -61,14 +62,21 @@ pub(crate) async fn connect(url: &str, opts: &DbOptions) -> Result<Store, DbErro
     ))
 }
 
-pub(crate) fn store_err(e: sqlx::Error) -> StoreError {
-    sql::store_error(e, conflict, |db| {
-        // SQLITE_BUSY and SQLITE_LOCKED, possibly extended: another writer
-        // held the lock past the busy timeout.
-        db.code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| matches!(c & 0xff, 5 | 6))
-    })
+impl Dialect for Sqlite {
+    /// As a JSON array, which `json_each` reads.
+    fn bind_kinds(query: SqlxQuery<Self>, kinds: &[&str]) -> SqlxQuery<Self> {
+        query.bind(kinds_json(kinds))
+    }
+
+    fn store_err(e: sqlx::Error) -> StoreError {
+        sql::store_error(e, conflict, |db| {
+            // SQLITE_BUSY and SQLITE_LOCKED, possibly extended: another writer
+            // held the lock past the busy timeout.
+            db.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+        })
+    }
 }
 
 /// SQLite reports no constraint name for unique violations, only
@@ -101,7 +109,7 @@ pub(crate) async fn claim(pool: &Pool, claim: &Claim<'_>) -> StoreResult<Vec<Job
 }
 
 /// The kinds as SQLite's `json_each` reads them.
-pub(crate) fn kinds_json(kinds: &[&str]) -> String {
+fn kinds_json(kinds: &[&str]) -> String {
     let quoted: Vec<String> = kinds
         .iter()
         .map(|k| {

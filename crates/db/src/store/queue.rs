@@ -24,7 +24,7 @@ pub(crate) enum Wakeup {
     /// process's are seen when the wait times out.
     Local(Notify),
     /// PostgreSQL: a NOTIFY sent in the queuing transaction, from any process.
-    Listen(postgres::Listener),
+    Listen(Box<postgres::Listener>),
 }
 
 /// Wakes every current waiter, and the next one to start (spurious wake-ups
