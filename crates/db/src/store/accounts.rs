@@ -11,7 +11,7 @@ use buildpeer_core::ports::{
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, owned};
 use crate::exec::{On, Query, Tx, q};
 use crate::sql::{self, CredentialsRow, MemberRow, ProjectRow, TenantRow, UserRow};
 
@@ -71,6 +71,14 @@ async fn token_state(tx: &mut Tx, presented: &[u8; 32]) -> StoreResult<Option<(U
         .await
 }
 
+impl Store {
+    /// The project a statement returns, if any.
+    async fn project_of(&self, query: Query<'_>) -> StoreResult<Option<Project>> {
+        let row: Option<ProjectRow> = query.fetch_optional(&self.pool).await?;
+        Ok(row.map(Project::from))
+    }
+}
+
 #[async_trait]
 impl AccountStore for Store {
     async fn tenant_count(&self) -> StoreResult<u64> {
@@ -104,9 +112,7 @@ impl AccountStore for Store {
     }
 
     async fn user_get(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<User>> {
-        q(sql::USER_GET)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        owned(sql::USER_GET, tenant, id.as_uuid())
             .fetch_optional::<UserRow>(&self.pool)
             .await?
             .map(User::try_from)
@@ -150,9 +156,7 @@ impl AccountStore for Store {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>> {
         let mut tx = self.write().await?;
-        let row: Option<UserRow> = q(sql::USER_UPDATE)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        let row: Option<UserRow> = owned(sql::USER_UPDATE, tenant, id.as_uuid())
             .bind(patch.name.as_ref().map(|n| n.as_str()))
             .bind(patch.role.map(|r| r.as_str()))
             .bind(patch.disabled)
@@ -160,13 +164,9 @@ impl AccountStore for Store {
             .fetch_optional(&mut tx)
             .await?;
         if row.is_some() && patch.disabled == Some(true) {
-            let user = q(sql::USER_TOKENS_LOCK)
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid());
+            let user = owned(sql::USER_TOKENS_LOCK, tenant, id.as_uuid());
             tx.lock(user).await?;
-            q(sql::USER_TOKENS_REVOKE)
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
+            owned(sql::USER_TOKENS_REVOKE, tenant, id.as_uuid())
                 .bind(now)
                 .execute(&mut tx)
                 .await?;
@@ -201,12 +201,8 @@ impl AccountStore for Store {
     }
 
     async fn project_get(&self, tenant: TenantId, id: ProjectId) -> StoreResult<Option<Project>> {
-        let row: Option<ProjectRow> = q(sql::PROJECT_GET)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(Project::from))
+        self.project_of(owned(sql::PROJECT_GET, tenant, id.as_uuid()))
+            .await
     }
 
     async fn project_list(
@@ -243,18 +239,14 @@ impl AccountStore for Store {
             .address
             .as_ref()
             .map(|a| a.as_ref().map(|a| a.as_str()));
-        let row: Option<ProjectRow> = q(sql::PROJECT_UPDATE)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        let query = owned(sql::PROJECT_UPDATE, tenant, id.as_uuid())
             .bind(patch.name.as_ref().map(|n| n.as_str()))
             .bind(code.is_some())
             .bind(code.flatten())
             .bind(address.is_some())
             .bind(address.flatten())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(Project::from))
+            .bind(now);
+        self.project_of(query).await
     }
 
     async fn project_archive(
@@ -263,13 +255,8 @@ impl AccountStore for Store {
         id: ProjectId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Project>> {
-        let row: Option<ProjectRow> = q(sql::PROJECT_ARCHIVE)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(Project::from))
+        let query = owned(sql::PROJECT_ARCHIVE, tenant, id.as_uuid()).bind(now);
+        self.project_of(query).await
     }
 
     async fn member_is(

@@ -11,8 +11,9 @@ use buildpeer_core::ids::{TenantId, UploadId};
 use buildpeer_core::ports::{MetadataStore, PoolStats, StoreResult};
 use buildpeer_core::upload::Upload;
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
-use crate::exec::{On, Pool, Query, Tx, WRITE, q};
+use crate::exec::{On, Pool, Query, Sql, Tx, WRITE, q};
 use crate::sql::{self, UploadRow};
 
 pub(crate) use queue::{Wakeup, wake};
@@ -38,16 +39,18 @@ impl Store {
     }
 }
 
+/// A statement on one row a tenant owns: `$1` the tenant, `$2` the row's id
+/// (every tenant-owned query names its tenant).
+fn owned(text: impl Into<Sql>, tenant: TenantId, id: Uuid) -> Query<'static> {
+    q(text).bind(tenant.as_uuid()).bind(id)
+}
+
 async fn get_upload<'c>(
     on: impl Into<On<'c>>,
     tenant: TenantId,
     id: UploadId,
 ) -> StoreResult<Option<Upload>> {
-    upload_of(
-        on,
-        q(sql::UPLOAD_GET).bind(tenant.as_uuid()).bind(id.as_uuid()),
-    )
-    .await
+    upload_of(on, owned(sql::UPLOAD_GET, tenant, id.as_uuid())).await
 }
 
 /// Runs a `(tenant, id, now)` update that returns the upload as it is after.
@@ -58,7 +61,7 @@ async fn update_upload<'c>(
     id: UploadId,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<Upload>> {
-    let query = q(text).bind(tenant.as_uuid()).bind(id.as_uuid());
+    let query = owned(text, tenant, id.as_uuid());
     upload_of(on, query.bind(now)).await
 }
 

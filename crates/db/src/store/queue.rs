@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, owned};
 use crate::exec::{Pool, Query, SNAPSHOT, Tx, q};
 use crate::queue::{self as jobs, Claim, DepthRow, FailureRow, JobRow};
 use crate::{postgres, sql, sqlite};
@@ -46,11 +46,6 @@ fn run(text: &'static str, id: JobId, attempt: u32) -> StoreResult<Query<'static
     Ok(q(text)
         .bind(id.as_uuid())
         .bind(sql::int::<i32, _>(attempt)?))
-}
-
-/// A tenant's job (`$1`, `$2`).
-fn tenant_job(text: &'static str, tenant: TenantId, id: JobId) -> Query<'static> {
-    q(text).bind(tenant.as_uuid()).bind(id.as_uuid())
 }
 
 impl Store {
@@ -212,13 +207,13 @@ impl JobQueue for Store {
     ) -> StoreResult<Option<(Job, Vec<JobFailure>)>> {
         // One snapshot, so the job and its history agree.
         let mut tx = self.pool.begin(SNAPSHOT).await?;
-        let row: Option<JobRow> = tenant_job(jobs::GET, tenant, id)
+        let row: Option<JobRow> = owned(jobs::GET, tenant, id.as_uuid())
             .fetch_optional(&mut tx)
             .await?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let failures: Vec<FailureRow> = tenant_job(jobs::FAILURES, tenant, id)
+        let failures: Vec<FailureRow> = owned(jobs::FAILURES, tenant, id.as_uuid())
             .fetch_all(&mut tx)
             .await?;
         tx.commit().await?;
@@ -232,7 +227,7 @@ impl JobQueue for Store {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Job>> {
         let mut tx = self.write().await?;
-        let retried: Option<JobRow> = tenant_job(jobs::RETRY, tenant, id)
+        let retried: Option<JobRow> = owned(jobs::RETRY, tenant, id.as_uuid())
             .bind(now)
             .fetch_optional(&mut tx)
             .await?;
@@ -240,7 +235,7 @@ impl JobQueue for Store {
         let row = if queued {
             retried
         } else {
-            tenant_job(jobs::GET, tenant, id)
+            owned(jobs::GET, tenant, id.as_uuid())
                 .fetch_optional(&mut tx)
                 .await?
         };

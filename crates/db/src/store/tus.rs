@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::uploads::insert_upload;
-use super::{Store, get_upload, update_upload};
+use super::{Store, get_upload, owned, update_upload};
 use crate::exec::q;
 use crate::sql::{self, TusPartRow, TusRow};
 
@@ -49,9 +49,7 @@ impl TusStore for Store {
     }
 
     async fn tus_get(&self, tenant: TenantId, id: UploadId) -> StoreResult<Option<TusState>> {
-        q(sql::TUS_GET)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        owned(sql::TUS_GET, tenant, id.as_uuid())
             .fetch_optional::<TusRow>(&self.pool)
             .await?
             .map(TryInto::try_into)
@@ -66,9 +64,7 @@ impl TusStore for Store {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let locked = q(sql::TUS_LOCK)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        let locked = owned(sql::TUS_LOCK, tenant, id.as_uuid())
             .bind(token)
             .bind(until)
             .bind(now)
@@ -78,9 +74,7 @@ impl TusStore for Store {
     }
 
     async fn tus_unlock(&self, tenant: TenantId, id: UploadId, token: Uuid) -> StoreResult<()> {
-        q(sql::TUS_UNLOCK)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        owned(sql::TUS_UNLOCK, tenant, id.as_uuid())
             .bind(token)
             .execute(&self.pool)
             .await?;
@@ -98,9 +92,7 @@ impl TusStore for Store {
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let mut tx = self.write().await?;
-        let advanced = q(sql::TUS_ADVANCE)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        let advanced = owned(sql::TUS_ADVANCE, tenant, id.as_uuid())
             .bind(token)
             .bind(sql::int::<i64, _>(from)?)
             .bind(sql::int::<i64, _>(to)?)
@@ -112,9 +104,7 @@ impl TusStore for Store {
             return Ok(false);
         }
         for part in parts {
-            q(sql::TUS_PART_UPSERT)
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
+            owned(sql::TUS_PART_UPSERT, tenant, id.as_uuid())
                 .bind(i64::from(part.number))
                 .bind(&part.etag)
                 .bind(sql::int::<i64, _>(part.size)?)
@@ -128,9 +118,7 @@ impl TusStore for Store {
     }
 
     async fn tus_parts(&self, tenant: TenantId, id: UploadId) -> StoreResult<Vec<TusPart>> {
-        let rows: Vec<TusPartRow> = q(sql::TUS_PARTS)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        let rows: Vec<TusPartRow> = owned(sql::TUS_PARTS, tenant, id.as_uuid())
             .fetch_all(&self.pool)
             .await?;
         sql::convert(rows)
@@ -145,18 +133,14 @@ impl TusStore for Store {
     ) -> StoreResult<bool> {
         let length: i64 = sql::int(length)?;
         let mut tx = self.write().await?;
-        let set = q(sql::TUS_DECLARE_LENGTH)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        let set = owned(sql::TUS_DECLARE_LENGTH, tenant, id.as_uuid())
             .bind(length)
             .bind(now)
             .execute(&mut tx)
             .await?
             == 1;
         if set {
-            q(sql::UPLOAD_SET_SIZE)
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
+            owned(sql::UPLOAD_SET_SIZE, tenant, id.as_uuid())
                 .bind(length)
                 .bind(now)
                 .execute(&mut tx)

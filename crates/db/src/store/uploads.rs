@@ -11,7 +11,7 @@ use buildpeer_core::ports::{
 use buildpeer_core::upload::{Processed, Sha256Hex, Upload, UploadFailure};
 use chrono::{DateTime, Utc};
 
-use super::{Store, get_upload, update_upload, upload_of};
+use super::{Store, get_upload, owned, update_upload, upload_of};
 use crate::exec::{Query, Tx, q};
 use crate::sql::{self, LimitsRow, ReplayRow, UploadParams, UploadRow};
 
@@ -212,9 +212,7 @@ impl UploadStore for Store {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Upload>> {
         let (metadata, thumbnails) = sql::processed_documents(processed)?;
-        let query = q(sql::UPLOAD_FINISH_PROCESSING)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        let query = owned(sql::UPLOAD_FINISH_PROCESSING, tenant, id.as_uuid())
             .bind(now)
             .bind(&processed.detected_type)
             .bind(&metadata)
@@ -231,9 +229,7 @@ impl UploadStore for Store {
         failure: &UploadFailure,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Upload>> {
-        let query = q(sql::UPLOAD_FAIL_PROCESSING)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        let query = owned(sql::UPLOAD_FAIL_PROCESSING, tenant, id.as_uuid())
             .bind(now)
             .bind(&failure.code)
             .bind(&failure.message);
@@ -280,9 +276,7 @@ impl UploadStore for Store {
         id: UploadId,
         deleted_before: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let purged = q(sql::UPLOAD_PURGE)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
+        let purged = owned(sql::UPLOAD_PURGE, tenant, id.as_uuid())
             .bind(deleted_before)
             .execute(&self.pool)
             .await?;
