@@ -287,10 +287,8 @@ impl AccountStore for Store {
         project: ProjectId,
         user: UserId,
     ) -> StoreResult<bool> {
-        let removed = member(sql::MEMBER_DELETE, tenant, project, user)
-            .execute(&self.pool)
-            .await?;
-        Ok(removed == 1)
+        self.one_changed(member(sql::MEMBER_DELETE, tenant, project, user))
+            .await
     }
 
     async fn member_list(

@@ -37,6 +37,12 @@ impl Store {
     async fn write(&self) -> StoreResult<Tx> {
         self.pool.begin(WRITE).await
     }
+
+    /// Runs a statement on the pool; true if it changed exactly one row
+    /// (the conditional updates' "did it apply").
+    async fn one_changed(&self, query: Query<'_>) -> StoreResult<bool> {
+        Ok(query.execute(&self.pool).await? == 1)
+    }
 }
 
 /// A statement on one row a tenant owns: `$1` the tenant, `$2` the row's id

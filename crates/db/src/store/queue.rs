@@ -103,19 +103,13 @@ impl JobQueue for Store {
         attempt: u32,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let renewed = run(jobs::HEARTBEAT, id, attempt)?
-            .bind(lease_until)
-            .execute(&self.pool)
-            .await?;
-        Ok(renewed == 1)
+        self.one_changed(run(jobs::HEARTBEAT, id, attempt)?.bind(lease_until))
+            .await
     }
 
     async fn job_complete(&self, id: JobId, attempt: u32, now: DateTime<Utc>) -> StoreResult<bool> {
-        let done = run(jobs::COMPLETE, id, attempt)?
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(done == 1)
+        self.one_changed(run(jobs::COMPLETE, id, attempt)?.bind(now))
+            .await
     }
 
     async fn job_fail(
@@ -170,12 +164,12 @@ impl JobQueue for Store {
     }
 
     async fn job_bury(&self, id: JobId, attempt: u32, now: DateTime<Utc>) -> StoreResult<bool> {
-        let buried = run(jobs::BURY, id, attempt)?
-            .bind(jobs::LEASE_EXPIRED)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(buried == 1)
+        self.one_changed(
+            run(jobs::BURY, id, attempt)?
+                .bind(jobs::LEASE_EXPIRED)
+                .bind(now),
+        )
+        .await
     }
 
     async fn job_list(

@@ -64,13 +64,13 @@ impl TusStore for Store {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let locked = owned(sql::TUS_LOCK, tenant, id.as_uuid())
-            .bind(token)
-            .bind(until)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(locked == 1)
+        self.one_changed(
+            owned(sql::TUS_LOCK, tenant, id.as_uuid())
+                .bind(token)
+                .bind(until)
+                .bind(now),
+        )
+        .await
     }
 
     async fn tus_unlock(&self, tenant: TenantId, id: UploadId, token: Uuid) -> StoreResult<()> {

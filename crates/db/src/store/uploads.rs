@@ -276,10 +276,7 @@ impl UploadStore for Store {
         id: UploadId,
         deleted_before: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let purged = owned(sql::UPLOAD_PURGE, tenant, id.as_uuid())
-            .bind(deleted_before)
-            .execute(&self.pool)
-            .await?;
-        Ok(purged == 1)
+        self.one_changed(owned(sql::UPLOAD_PURGE, tenant, id.as_uuid()).bind(deleted_before))
+            .await
     }
 }
