@@ -101,6 +101,10 @@ pub async fn run(service: Service, settings: WorkerSettings, mut stop: watch::Re
             continue;
         }
         for job in jobs {
+            if job.attempts > job.max_attempts {
+                bury(&service, &job).await;
+                continue;
+            }
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 // Cannot happen (we claimed no more than were free); give it back.
                 release(&service, &job).await;
@@ -263,6 +267,24 @@ async fn record_failure(
         Err(e) => {
             tracing::warn!(error = %e, job_error = error, "could not record the job's failure")
         }
+    }
+}
+
+/// A job claimed past its last attempt: its worker died on every one (a
+/// poison job), so it is dead-lettered instead of run again.
+async fn bury(service: &Service, job: &Job) {
+    match service
+        .store()
+        .job_bury(job.id, job.attempts, Utc::now())
+        .await
+    {
+        Ok(_) => {
+            metrics::counter!("worker_dead_lettered_total", "kind" => job.kind.clone())
+                .increment(1);
+            tracing::warn!(job_id = %job.id, "job's worker died on every attempt; moved to the dead-letter queue");
+        }
+        // Its lease runs out and the next claim finds it again.
+        Err(e) => tracing::warn!(job_id = %job.id, error = %e, "could not bury the job"),
     }
 }
 

@@ -10,7 +10,7 @@
 //! and a worker that died is replaced when its lease runs out.
 //!
 //! Fencing: a claim increments `attempts`; every later call for that run
-//! (`job_heartbeat`, `job_complete`, `job_fail`, `job_defer`) names the
+//! (`job_heartbeat`, `job_complete`, `job_fail`, `job_defer`, `job_bury`) names the
 //! attempt it holds and changes nothing if the job has moved on (its lease
 //! expired and another worker claimed it, or an admin touched it), so two
 //! workers never both finish one job.
@@ -112,14 +112,16 @@ pub struct QueueDepth {
 #[async_trait]
 pub trait JobQueue: Send + Sync {
     /// Claims up to `limit` jobs of `kinds` that are due: queued with
-    /// `run_at <= now`, or running with an expired lease (their worker died),
-    /// oldest `run_at` first. Each becomes running with `attempts + 1` and
-    /// `lease_until = now + lease`. Concurrent claimers never get the same
-    /// job (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    /// `run_at <= now`, or running with an expired lease (their worker died)
+    /// on any attempt, oldest `run_at` first. Each becomes running with
+    /// `attempts + 1` and `lease_until = now + lease`. Concurrent claimers
+    /// never get the same job (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
     ///
     /// A run whose lease expired is recorded in the job's failures ("lease
-    /// expired"); if it was the job's last attempt, the job is dead-lettered
-    /// instead of claimed (a job that keeps killing its worker stops there).
+    /// expired") for the attempt it held before the job is claimed again.
+    /// The claim does not judge: a job whose worker died on its last attempt
+    /// comes back with `attempts = max_attempts + 1`, and the caller decides
+    /// what to do with it (normally `job_bury`).
     async fn job_claim(
         &self,
         kinds: &[&str],
@@ -163,6 +165,14 @@ pub trait JobQueue: Send + Sync {
         run_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+
+    /// Dead-letters a job whose worker died on each of its attempts (a poison
+    /// job): the caller has already given up on its subject. For the run
+    /// `attempt` it holds (a claim past `max_attempts`): the job becomes dead
+    /// with that claim taken back (`attempts - 1`, as it was no real run),
+    /// `last_error` saying its lease expired, and no history row of its own
+    /// (the claim wrote the lost run's). False if no longer held.
+    async fn job_bury(&self, id: JobId, attempt: u32, now: DateTime<Utc>) -> StoreResult<bool>;
 
     /// A tenant's jobs, newest first, optionally in one state (keyset
     /// pagination on the UUIDv7 id, `id < before`, as the other lists).

@@ -1,13 +1,15 @@
-//! Metadata store adapters: SQLite and PostgreSQL implementations of the
-//! core's `MetadataStore` port, with their embedded migrations. This is the
-//! only crate that knows SQL; everything above it sees the port.
+//! The metadata store: one implementation of the core's `MetadataStore`
+//! port (`store`) over SQLite or PostgreSQL, with their embedded migrations.
+//! Queries run through one executor seam (`exec`); what the two databases
+//! really do differently lives in `sqlite` and `postgres`. This is the only
+//! crate that knows SQL; everything above it sees the port.
 
-#[macro_use]
-mod tus;
+mod exec;
 mod postgres;
 mod queue;
 mod sql;
 mod sqlite;
+mod store;
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -66,15 +68,44 @@ pub enum DbError {
     },
 }
 
+impl DbError {
+    fn invalid_url<E: StdError + Send + Sync + 'static>(
+        backend: &'static str,
+    ) -> impl FnOnce(E) -> Self {
+        move |e| DbError::InvalidUrl {
+            backend,
+            source: Box::new(e),
+        }
+    }
+
+    fn connect<E: StdError + Send + Sync + 'static>(
+        backend: &'static str,
+    ) -> impl FnOnce(E) -> Self {
+        move |e| DbError::Connect {
+            backend,
+            source: Box::new(e),
+        }
+    }
+
+    fn migrate<E: StdError + Send + Sync + 'static>(
+        backend: &'static str,
+    ) -> impl FnOnce(E) -> Self {
+        move |e| DbError::Migrate {
+            backend,
+            source: Box::new(e),
+        }
+    }
+}
+
 /// Opens the store the URL names (`sqlite:path`, `sqlite://path`,
 /// `sqlite::memory:`, `postgres://…` or `postgresql://…`), applying pending
 /// migrations when `opts.run_migrations` is set. Only one connection is opened
 /// up front, so a restart on an existing database is quick.
 pub async fn connect(url: &str, opts: &DbOptions) -> Result<Arc<dyn MetadataStore>, DbError> {
     let store: Arc<dyn MetadataStore> = if url.starts_with("sqlite:") {
-        Arc::new(sqlite::SqliteStore::connect(url, opts).await?)
+        Arc::new(sqlite::connect(url, opts).await?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Arc::new(postgres::PgStore::connect(url, opts).await?)
+        Arc::new(postgres::connect(url, opts).await?)
     } else {
         return Err(DbError::UnsupportedScheme);
     };

@@ -1,6 +1,7 @@
-//! What both backends share: the SQL text (sqlx binds `$N` by number on
-//! SQLite as well), the row shapes and their conversion into domain types, and
-//! the error classification that does not depend on the backend.
+//! The SQL text of accounts, uploads and tus (sqlx binds `$N` by number on
+//! SQLite as well; the few texts that differ are `Sql` pairs), the row shapes
+//! and their conversion into domain types, and the error classification that
+//! does not depend on the backend.
 
 use std::num::TryFromIntError;
 
@@ -18,6 +19,8 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 use sqlx::error::DatabaseError;
 use uuid::Uuid;
+
+use crate::exec::Sql;
 
 macro_rules! user_columns {
     () => {
@@ -179,6 +182,17 @@ pub(crate) const TOKEN_USE: &str = "UPDATE refresh_tokens SET used_at = $2 \
 pub(crate) const TOKEN_STATE: &str = "SELECT family_id, \
      (used_at IS NOT NULL OR revoked_at IS NOT NULL) AS spent \
      FROM refresh_tokens WHERE token_hash = $1";
+/// Revoking runs concurrently with rotations that add tokens to the family.
+/// Under PostgreSQL's READ COMMITTED an UPDATE cannot see rows committed after
+/// it started, so a token minted by a rotation that commits meanwhile would
+/// survive. Locking the rows first (`Tx::lock`; in id order, so two revokers
+/// cannot deadlock) waits for any rotation holding one of them; the UPDATE
+/// that follows then runs on a fresh snapshot that includes the minted token.
+pub(crate) const FAMILY_LOCK: &str =
+    "SELECT 1 FROM refresh_tokens WHERE family_id = $1 ORDER BY id FOR UPDATE";
+/// The same, for revoking all of a user's tokens.
+pub(crate) const USER_TOKENS_LOCK: &str =
+    "SELECT 1 FROM refresh_tokens WHERE tenant_id = $1 AND user_id = $2 ORDER BY id FOR UPDATE";
 pub(crate) const FAMILY_REVOKE: &str = "UPDATE refresh_tokens SET revoked_at = $2 \
      WHERE family_id = $1 AND revoked_at IS NULL";
 pub(crate) const USER_TOKENS_REVOKE: &str = "UPDATE refresh_tokens SET revoked_at = $3 \
@@ -281,10 +295,12 @@ pub(crate) const UPLOAD_RESTORE: &str = concat!(
     "WHERE tenant_id = $1 AND id = $2 RETURNING ",
     upload_columns!()
 );
-pub(crate) const UPLOADS_EXPIRE_DUE_SQLITE: &str = expire_due!("");
-/// Concurrent sweepers skip each other's candidates instead of waiting for
-/// them, and never expire (or return) one upload twice.
-pub(crate) const UPLOADS_EXPIRE_DUE_PG: &str = expire_due!(" FOR UPDATE SKIP LOCKED");
+/// One statement: on SQLite one write transaction, so concurrent sweepers
+/// take turns and the second no longer finds the first one's uploads
+/// pending; on PostgreSQL concurrent sweepers skip each other's candidates
+/// instead of waiting for them. Neither expires (or returns) an upload twice.
+pub(crate) const UPLOADS_EXPIRE_DUE: Sql =
+    Sql::pair(expire_due!(""), expire_due!(" FOR UPDATE SKIP LOCKED"));
 pub(crate) const UPLOADS_PURGE_DUE: &str = concat!(
     "SELECT ",
     upload_columns!(),
@@ -421,8 +437,7 @@ impl TryFrom<TusPartRow> for TusPart {
     }
 }
 
-pub(crate) const JOB_INSERT_SQLITE: &str = job_insert!("$5");
-pub(crate) const JOB_INSERT_PG: &str = job_insert!("$5::jsonb");
+pub(crate) const JOB_INSERT: Sql = Sql::pair(job_insert!("$5"), job_insert!("$5::jsonb"));
 
 /// `id < $before` for every page: the first page uses the largest UUID, so the
 /// query is the same index range scan with or without a cursor.

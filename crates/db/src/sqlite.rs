@@ -1,116 +1,82 @@
-//! The SQLite adapter, for single-node deployments: one database file in WAL
-//! mode, a few pooled connections, and writes serialised by SQLite's own lock.
+//! What is SQLite's own, for single-node deployments: one database file in
+//! WAL mode, a few pooled connections, writes serialised by SQLite's own
+//! lock; its error codes; and its job claim.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use buildpeer_core::StoreError;
 use buildpeer_core::error::Conflict;
-use buildpeer_core::ids::{MembershipId, ProjectId, SessionFamilyId, TenantId, UploadId, UserId};
-use buildpeer_core::model::{Email, Member, Project, Slug, Tenant, User, UserCredentials};
-use buildpeer_core::pagination::PageRequest;
-use buildpeer_core::ports::{
-    AccountStore, CreateUpload, IdempotencyKey, MetadataStore, NewJob, NewProject, NewRefreshToken,
-    NewTenant, NewUpload, NewUser, PoolStats, ProjectFilter, ProjectPatch, RotateOutcome,
-    StoreResult, TenantLimits, UploadFilter, UploadStore, UserPatch,
-};
-use buildpeer_core::upload::{Processed, Sha256Hex, Upload, UploadFailure};
-use chrono::{DateTime, Utc};
+use buildpeer_core::ports::StoreResult;
+use sqlx::Sqlite;
 use sqlx::error::DatabaseError;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{SqliteExecutor, Transaction};
-use uuid::Uuid;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::sql::{
-    self, CredentialsRow, LimitsRow, MemberRow, ProjectRow, ReplayRow, TenantRow, UploadParams,
-    UploadRow, UserRow,
-};
+use crate::exec::{Dialect, Pool, SqlxQuery, WRITE};
+use crate::queue::{self as jobs, Claim, JobRow};
+use crate::sql;
+use crate::store::{Store, Wakeup};
 use crate::{DbError, DbOptions};
 
-const BACKEND: &str = "sqlite";
+pub(crate) const BACKEND: &str = "sqlite";
 /// Enough for concurrent readers; writers queue on the database lock anyway.
 const POOL_SIZE: u32 = 4;
 
-pub(crate) struct SqliteStore {
-    pool: SqlitePool,
-    /// Signalled when this process queues a job (`queue::jobs_queued`).
-    jobs_ready: tokio::sync::Notify,
+pub(crate) async fn connect(url: &str, opts: &DbOptions) -> Result<Store, DbError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(DbError::invalid_url(BACKEND))?
+        .create_if_missing(true)
+        // WAL lets readers proceed while one connection writes; with it,
+        // NORMAL sync survives a process crash and risks only the latest
+        // commits on power loss, for far fewer fsyncs than FULL.
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let mut pool = SqlitePoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .acquire_timeout(opts.acquire_timeout);
+    // An in-memory database lives only as long as a connection to it, so
+    // keep exactly one, forever.
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        pool = pool
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    }
+    let pool = pool
+        .connect_with(options)
+        .await
+        .map_err(DbError::connect(BACKEND))?;
+    if opts.run_migrations {
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(DbError::migrate(BACKEND))?;
+    }
+    Ok(Store::new(
+        BACKEND,
+        Pool::Sqlite(pool),
+        Wakeup::Local(Default::default()),
+    ))
 }
 
-#[path = "queue/sqlite.rs"]
-mod queue;
+impl Dialect for Sqlite {
+    /// As a JSON array, which `json_each` reads.
+    fn bind_kinds(query: SqlxQuery<Self>, kinds: &[&str]) -> SqlxQuery<Self> {
+        query.bind(kinds_json(kinds))
+    }
 
-impl SqliteStore {
-    pub(crate) async fn connect(url: &str, opts: &DbOptions) -> Result<Self, DbError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| DbError::InvalidUrl {
-                backend: BACKEND,
-                source: Box::new(e),
-            })?
-            .create_if_missing(true)
-            // WAL lets readers proceed while one connection writes; with it,
-            // NORMAL sync survives a process crash and risks only the latest
-            // commits on power loss, for far fewer fsyncs than FULL.
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let mut pool = SqlitePoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(opts.acquire_timeout);
-        // An in-memory database lives only as long as a connection to it, so
-        // keep exactly one, forever.
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            pool = pool
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
-        }
-        let pool = pool
-            .connect_with(options)
-            .await
-            .map_err(|e| DbError::Connect {
-                backend: BACKEND,
-                source: Box::new(e),
-            })?;
-        if opts.run_migrations {
-            sqlx::migrate!("migrations/sqlite")
-                .run(&pool)
-                .await
-                .map_err(|e| DbError::Migrate {
-                    backend: BACKEND,
-                    source: Box::new(e),
-                })?;
-        }
-        Ok(Self {
-            pool,
-            jobs_ready: tokio::sync::Notify::new(),
+    fn store_err(e: sqlx::Error) -> StoreError {
+        sql::store_error(e, conflict, |db| {
+            // SQLITE_BUSY and SQLITE_LOCKED, possibly extended: another writer
+            // held the lock past the busy timeout.
+            db.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6))
         })
     }
-
-    /// Takes the write lock up front: a deferred transaction that reads and
-    /// then writes fails with SQLITE_BUSY, without waiting, when another
-    /// connection wrote in between.
-    async fn write(&self) -> StoreResult<Transaction<'static, sqlx::Sqlite>> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(store_err)
-    }
-}
-
-fn store_err(e: sqlx::Error) -> StoreError {
-    sql::store_error(e, conflict, |db| {
-        // SQLITE_BUSY and SQLITE_LOCKED, possibly extended: another writer
-        // held the lock past the busy timeout.
-        db.code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| matches!(c & 0xff, 5 | 6))
-    })
 }
 
 /// SQLite reports no constraint name for unique violations, only
@@ -127,786 +93,53 @@ fn conflict(db: &dyn DatabaseError) -> Option<Conflict> {
         .map(|(_, c)| c)
 }
 
-async fn insert_user(
-    ex: impl SqliteExecutor<'_>,
-    tenant: TenantId,
-    user: &NewUser,
-) -> StoreResult<User> {
-    sqlx::query_as::<_, UserRow>(sql::USER_INSERT)
-        .bind(user.id.as_uuid())
-        .bind(tenant.as_uuid())
-        .bind(user.email.as_str())
-        .bind(user.name.as_str())
-        .bind(user.role.as_str())
-        .bind(&user.password_hash)
-        .bind(user.created_at)
-        .fetch_one(ex)
-        .await
-        .map_err(store_err)?
-        .try_into()
+/// Every claim is one write transaction, so claimers (in this process or
+/// another on the same file) take turns and never share a job; in it the
+/// lost runs among the due jobs go to the history, then the same query (it
+/// finds the same rows) claims them.
+pub(crate) async fn claim(pool: &Pool, claim: &Claim<'_>) -> StoreResult<Vec<JobRow>> {
+    let mut tx = pool.begin(WRITE).await?;
+    claim
+        .query(jobs::SQLITE_LOST_HISTORY)
+        .execute(&mut tx)
+        .await?;
+    let rows = claim.query(jobs::SQLITE_CLAIM).fetch_all(&mut tx).await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
-async fn insert_token(
-    ex: impl SqliteExecutor<'_>,
-    tenant: Uuid,
-    user: Uuid,
-    family: Uuid,
-    token: &NewRefreshToken,
-) -> StoreResult<()> {
-    sqlx::query(sql::TOKEN_INSERT)
-        .bind(token.id.as_uuid())
-        .bind(tenant)
-        .bind(user)
-        .bind(family)
-        .bind(&token.hash[..])
-        .bind(token.created_at)
-        .bind(token.expires_at)
-        .execute(ex)
-        .await
-        .map_err(store_err)?;
-    Ok(())
-}
-
-async fn revoke_family(
-    ex: impl SqliteExecutor<'_>,
-    family: Uuid,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    sqlx::query(sql::FAMILY_REVOKE)
-        .bind(family)
-        .bind(now)
-        .execute(ex)
-        .await
-        .map_err(store_err)?;
-    Ok(())
-}
-
-async fn get_upload(
-    ex: impl SqliteExecutor<'_>,
-    tenant: TenantId,
-    id: UploadId,
-) -> StoreResult<Option<Upload>> {
-    sqlx::query_as::<_, UploadRow>(sql::UPLOAD_GET)
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .fetch_optional(ex)
-        .await
-        .map_err(store_err)?
-        .map(Upload::try_from)
-        .transpose()
-}
-
-/// Runs a `(tenant, id, now)` update that returns the upload as it is after.
-async fn update_upload(
-    ex: impl SqliteExecutor<'_>,
-    text: &'static str,
-    tenant: TenantId,
-    id: UploadId,
-    now: DateTime<Utc>,
-) -> StoreResult<Option<Upload>> {
-    sqlx::query_as::<_, UploadRow>(text)
-        .bind(tenant.as_uuid())
-        .bind(id.as_uuid())
-        .bind(now)
-        .fetch_optional(ex)
-        .await
-        .map_err(store_err)?
-        .map(Upload::try_from)
-        .transpose()
-}
-
-#[async_trait]
-impl MetadataStore for SqliteStore {
-    fn backend(&self) -> &'static str {
-        BACKEND
-    }
-
-    fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
-        }
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query(sql::PING)
-            .execute(&self.pool)
-            .await
-            .map_err(store_err)?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl AccountStore for SqliteStore {
-    async fn tenant_count(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar(sql::TENANT_COUNT)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_err)?;
-        u64::try_from(n).map_err(|e| StoreError::Other(Box::new(e)))
-    }
-
-    async fn tenant_create(&self, tenant: &NewTenant, admin: &NewUser) -> StoreResult<()> {
-        let mut tx = self.write().await?;
-        sqlx::query(sql::TENANT_INSERT)
-            .bind(tenant.id.as_uuid())
-            .bind(tenant.slug.as_str())
-            .bind(tenant.name.as_str())
-            .bind(tenant.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_err)?;
-        insert_user(&mut *tx, tenant.id, admin).await?;
-        tx.commit().await.map_err(store_err)
-    }
-
-    async fn tenant_by_slug(&self, slug: &Slug) -> StoreResult<Option<Tenant>> {
-        let row = sqlx::query_as::<_, TenantRow>(sql::TENANT_BY_SLUG)
-            .bind(slug.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?;
-        Ok(row.map(Tenant::from))
-    }
-
-    async fn user_create(&self, tenant: TenantId, user: &NewUser) -> StoreResult<User> {
-        insert_user(&self.pool, tenant, user).await
-    }
-
-    async fn user_get(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<User>> {
-        sqlx::query_as::<_, UserRow>(sql::USER_GET)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?
-            .map(User::try_from)
-            .transpose()
-    }
-
-    async fn user_credentials(
-        &self,
-        tenant: TenantId,
-        email: &Email,
-    ) -> StoreResult<Option<UserCredentials>> {
-        let row = sqlx::query_as::<_, CredentialsRow>(sql::USER_CREDENTIALS)
-            .bind(tenant.as_uuid())
-            .bind(email.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?;
-        row.map(|r| {
-            Ok(UserCredentials {
-                user: r.user.try_into()?,
-                password_hash: r.password_hash,
-            })
+/// The kinds as SQLite's `json_each` reads them.
+fn kinds_json(kinds: &[&str]) -> String {
+    let quoted: Vec<String> = kinds
+        .iter()
+        .map(|k| {
+            let mut s = String::with_capacity(k.len() + 2);
+            s.push('"');
+            for c in k.chars() {
+                match c {
+                    '"' => s.push_str("\\\""),
+                    '\\' => s.push_str("\\\\"),
+                    c if u32::from(c) < 0x20 => s.push_str(&format!("\\u{:04x}", u32::from(c))),
+                    c => s.push(c),
+                }
+            }
+            s.push('"');
+            s
         })
-        .transpose()
-    }
-
-    async fn user_list(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Vec<User>> {
-        let rows = sqlx::query_as::<_, UserRow>(sql::USER_LIST)
-            .bind(tenant.as_uuid())
-            .bind(sql::before(page))
-            .bind(sql::limit(page))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?;
-        sql::convert(rows)
-    }
-
-    async fn user_update(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        patch: &UserPatch,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<User>> {
-        let mut tx = self.write().await?;
-        let row = sqlx::query_as::<_, UserRow>(sql::USER_UPDATE)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .bind(patch.name.as_ref().map(|n| n.as_str()))
-            .bind(patch.role.map(|r| r.as_str()))
-            .bind(patch.disabled)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_err)?;
-        if row.is_some() && patch.disabled == Some(true) {
-            sqlx::query(sql::USER_TOKENS_REVOKE)
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?;
-        }
-        tx.commit().await.map_err(store_err)?;
-        row.map(User::try_from).transpose()
-    }
-
-    async fn project_create(
-        &self,
-        tenant: TenantId,
-        project: &NewProject,
-        creator_member: bool,
-    ) -> StoreResult<Project> {
-        let mut tx = self.write().await?;
-        let row = sqlx::query_as::<_, ProjectRow>(sql::PROJECT_INSERT)
-            .bind(project.id.as_uuid())
-            .bind(tenant.as_uuid())
-            .bind(project.name.as_str())
-            .bind(project.code.as_ref().map(|c| c.as_str()))
-            .bind(project.address.as_ref().map(|a| a.as_str()))
-            .bind(project.created_by.as_uuid())
-            .bind(project.created_at)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(store_err)?;
-        if creator_member {
-            sqlx::query(sql::MEMBER_INSERT)
-                .bind(MembershipId::new().as_uuid())
-                .bind(tenant.as_uuid())
-                .bind(project.id.as_uuid())
-                .bind(project.created_by.as_uuid())
-                .bind(project.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?;
-        }
-        tx.commit().await.map_err(store_err)?;
-        Ok(row.into())
-    }
-
-    async fn project_get(&self, tenant: TenantId, id: ProjectId) -> StoreResult<Option<Project>> {
-        let row = sqlx::query_as::<_, ProjectRow>(sql::PROJECT_GET)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?;
-        Ok(row.map(Project::from))
-    }
-
-    async fn project_list(
-        &self,
-        tenant: TenantId,
-        filter: ProjectFilter,
-        page: PageRequest,
-    ) -> StoreResult<Vec<Project>> {
-        let text = match filter.member {
-            None => sql::PROJECT_LIST,
-            Some(_) => sql::PROJECT_LIST_MEMBER,
-        };
-        let mut query = sqlx::query_as::<_, ProjectRow>(text)
-            .bind(tenant.as_uuid())
-            .bind(sql::before(page))
-            .bind(filter.include_archived)
-            .bind(sql::limit(page));
-        if let Some(user) = filter.member {
-            query = query.bind(user.as_uuid());
-        }
-        let rows = query.fetch_all(&self.pool).await.map_err(store_err)?;
-        Ok(rows.into_iter().map(Project::from).collect())
-    }
-
-    async fn project_update(
-        &self,
-        tenant: TenantId,
-        id: ProjectId,
-        patch: &ProjectPatch,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Project>> {
-        let row = sqlx::query_as::<_, ProjectRow>(sql::PROJECT_UPDATE)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .bind(patch.name.as_ref().map(|n| n.as_str()))
-            .bind(patch.code.is_some())
-            .bind(
-                patch
-                    .code
-                    .as_ref()
-                    .and_then(Option::as_ref)
-                    .map(|c| c.as_str()),
-            )
-            .bind(patch.address.is_some())
-            .bind(
-                patch
-                    .address
-                    .as_ref()
-                    .and_then(Option::as_ref)
-                    .map(|a| a.as_str()),
-            )
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?;
-        Ok(row.map(Project::from))
-    }
-
-    async fn project_archive(
-        &self,
-        tenant: TenantId,
-        id: ProjectId,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Project>> {
-        let row = sqlx::query_as::<_, ProjectRow>(sql::PROJECT_ARCHIVE)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?;
-        Ok(row.map(Project::from))
-    }
-
-    async fn member_is(
-        &self,
-        tenant: TenantId,
-        project: ProjectId,
-        user: UserId,
-    ) -> StoreResult<bool> {
-        sqlx::query_scalar(sql::MEMBER_IS)
-            .bind(tenant.as_uuid())
-            .bind(project.as_uuid())
-            .bind(user.as_uuid())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_err)
-    }
-
-    async fn member_add(
-        &self,
-        tenant: TenantId,
-        project: ProjectId,
-        user: UserId,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(sql::MEMBER_INSERT)
-            .bind(MembershipId::new().as_uuid())
-            .bind(tenant.as_uuid())
-            .bind(project.as_uuid())
-            .bind(user.as_uuid())
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(store_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn member_remove(
-        &self,
-        tenant: TenantId,
-        project: ProjectId,
-        user: UserId,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(sql::MEMBER_DELETE)
-            .bind(tenant.as_uuid())
-            .bind(project.as_uuid())
-            .bind(user.as_uuid())
-            .execute(&self.pool)
-            .await
-            .map_err(store_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn member_list(
-        &self,
-        tenant: TenantId,
-        project: ProjectId,
-        page: PageRequest,
-    ) -> StoreResult<Vec<Member>> {
-        let rows = sqlx::query_as::<_, MemberRow>(sql::MEMBER_LIST)
-            .bind(tenant.as_uuid())
-            .bind(project.as_uuid())
-            .bind(sql::before(page))
-            .bind(sql::limit(page))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?;
-        sql::convert(rows)
-    }
-
-    async fn session_start(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-        family: SessionFamilyId,
-        token: &NewRefreshToken,
-    ) -> StoreResult<()> {
-        insert_token(
-            &self.pool,
-            tenant.as_uuid(),
-            user.as_uuid(),
-            family.as_uuid(),
-            token,
-        )
-        .await
-    }
-
-    async fn session_rotate(
-        &self,
-        presented: &[u8; 32],
-        next: &NewRefreshToken,
-        now: DateTime<Utc>,
-    ) -> StoreResult<RotateOutcome> {
-        let mut tx = self.write().await?;
-        let used: Option<(Uuid, Uuid, Uuid)> = sqlx::query_as(sql::TOKEN_USE)
-            .bind(&presented[..])
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_err)?;
-        let outcome = match used {
-            Some((tenant, user, family)) => {
-                insert_token(&mut *tx, tenant, user, family, next).await?;
-                RotateOutcome::Rotated {
-                    tenant_id: TenantId::from_uuid(tenant),
-                    user_id: UserId::from_uuid(user),
-                    family_id: SessionFamilyId::from_uuid(family),
-                }
-            }
-            None => {
-                let state: Option<(Uuid, bool)> = sqlx::query_as(sql::TOKEN_STATE)
-                    .bind(&presented[..])
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(store_err)?;
-                match state {
-                    None => RotateOutcome::Unknown,
-                    Some((family, true)) => {
-                        revoke_family(&mut *tx, family, now).await?;
-                        RotateOutcome::Reused {
-                            family_id: SessionFamilyId::from_uuid(family),
-                        }
-                    }
-                    Some((_, false)) => RotateOutcome::Expired,
-                }
-            }
-        };
-        tx.commit().await.map_err(store_err)?;
-        Ok(outcome)
-    }
-
-    async fn session_revoke(&self, presented: &[u8; 32], now: DateTime<Utc>) -> StoreResult<bool> {
-        let mut tx = self.write().await?;
-        let state: Option<(Uuid, bool)> = sqlx::query_as(sql::TOKEN_STATE)
-            .bind(&presented[..])
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_err)?;
-        if let Some((family, _)) = state {
-            revoke_family(&mut *tx, family, now).await?;
-        }
-        tx.commit().await.map_err(store_err)?;
-        Ok(state.is_some())
-    }
-
-    async fn session_revoke_family(
-        &self,
-        family: SessionFamilyId,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        revoke_family(&self.pool, family.as_uuid(), now).await
-    }
+        .collect();
+    format!("[{}]", quoted.join(","))
 }
 
-#[async_trait]
-impl UploadStore for SqliteStore {
-    async fn tenant_limits(&self, tenant: TenantId) -> StoreResult<TenantLimits> {
-        let row: Option<LimitsRow> = sqlx::query_as(sql::TENANT_LIMITS)
-            .bind(tenant.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?;
-        row.map_or(Ok(TenantLimits::default()), sql::limits_from_row)
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    async fn tenant_set_limits(&self, tenant: TenantId, limits: TenantLimits) -> StoreResult<()> {
-        let (max_upload_bytes, quota_bytes) = sql::limits_to_row(limits)?;
-        sqlx::query(sql::TENANT_SET_LIMITS)
-            .bind(tenant.as_uuid())
-            .bind(max_upload_bytes)
-            .bind(quota_bytes)
-            .execute(&self.pool)
-            .await
-            .map_err(store_err)?;
-        Ok(())
-    }
-
-    async fn upload_create(
-        &self,
-        tenant: TenantId,
-        upload: &NewUpload,
-        idempotency: Option<&IdempotencyKey>,
-    ) -> StoreResult<CreateUpload> {
-        let params = UploadParams::new(upload)?;
-        let mut tx = self.write().await?;
-        if let Some(key) = idempotency {
-            let claimed = sqlx::query(sql::IDEMPOTENCY_CLAIM)
-                .bind(tenant.as_uuid())
-                .bind(upload.uploaded_by.as_uuid())
-                .bind(&key.key)
-                .bind(&key.request_hash[..])
-                .bind(upload.id.as_uuid())
-                .bind(upload.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?
-                .rows_affected()
-                == 1;
-            if !claimed {
-                // Writers are serialised, so the upload of the key is
-                // committed and visible to this transaction.
-                let row = sqlx::query_as::<_, ReplayRow>(sql::IDEMPOTENCY_REPLAY)
-                    .bind(tenant.as_uuid())
-                    .bind(upload.uploaded_by.as_uuid())
-                    .bind(&key.key)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(store_err)?;
-                tx.rollback().await.map_err(store_err)?;
-                return row.outcome(key);
-            }
-        }
-        let row = sqlx::query_as::<_, UploadRow>(sql::UPLOAD_INSERT)
-            .bind(upload.id.as_uuid())
-            .bind(tenant.as_uuid())
-            .bind(upload.project_id.as_uuid())
-            .bind(upload.uploaded_by.as_uuid())
-            .bind(upload.filename.as_str())
-            .bind(upload.content_type.as_str())
-            .bind(params.size)
-            .bind(upload.sha256.as_ref().map(Sha256Hex::as_str))
-            .bind(upload.object_key.as_str())
-            .bind(params.multipart_upload_id)
-            .bind(params.part_size)
-            .bind(params.part_count)
-            .bind(upload.expires_at)
-            .bind(upload.created_at)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(store_err)?;
-        tx.commit().await.map_err(store_err)?;
-        Ok(CreateUpload::Created(row.try_into()?))
-    }
-
-    async fn upload_get(&self, tenant: TenantId, id: UploadId) -> StoreResult<Option<Upload>> {
-        get_upload(&self.pool, tenant, id).await
-    }
-
-    async fn upload_find_duplicate(
-        &self,
-        tenant: TenantId,
-        project: ProjectId,
-        uploaded_by: UserId,
-        sha256: &Sha256Hex,
-    ) -> StoreResult<Option<Upload>> {
-        sqlx::query_as::<_, UploadRow>(sql::UPLOAD_DUPLICATE)
-            .bind(tenant.as_uuid())
-            .bind(project.as_uuid())
-            .bind(uploaded_by.as_uuid())
-            .bind(sha256.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?
-            .map(Upload::try_from)
-            .transpose()
-    }
-
-    async fn upload_usage(&self, tenant: TenantId) -> StoreResult<u64> {
-        let bytes: i64 = sqlx::query_scalar(sql::UPLOAD_USAGE)
-            .bind(tenant.as_uuid())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_err)?;
-        sql::int(bytes)
-    }
-
-    async fn upload_list(
-        &self,
-        tenant: TenantId,
-        project: ProjectId,
-        filter: &UploadFilter,
-        page: PageRequest,
-    ) -> StoreResult<Vec<Upload>> {
-        let rows = sqlx::query_as::<_, UploadRow>(sql::UPLOAD_LIST)
-            .bind(tenant.as_uuid())
-            .bind(project.as_uuid())
-            .bind(sql::before(page))
-            .bind(filter.status.map(|s| s.as_str()))
-            .bind(filter.uploaded_by.map(|u| u.as_uuid()))
-            .bind(filter.from)
-            .bind(filter.to)
-            .bind(filter.deleted)
-            .bind(sql::limit(page))
-            .bind(filter.taken_from)
-            .bind(filter.taken_to)
-            .bind(filter.has_gps)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?;
-        sql::convert(rows)
-    }
-
-    async fn upload_mark_uploaded(
-        &self,
-        tenant: TenantId,
-        id: UploadId,
-        job: &NewJob,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Upload>> {
-        let max_attempts: i32 = sql::int(job.max_attempts)?;
-        let mut tx = self.write().await?;
-        let marked = sqlx::query_as::<_, UploadRow>(sql::UPLOAD_MARK_UPLOADED)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_err)?;
-        let enqueued = marked.is_some();
-        let upload = match marked {
-            Some(row) => {
-                sqlx::query(sql::JOB_INSERT_SQLITE)
-                    .bind(job.id.as_uuid())
-                    .bind(tenant.as_uuid())
-                    .bind(id.as_uuid())
-                    .bind(job.kind)
-                    .bind(&job.payload)
-                    .bind(max_attempts)
-                    .bind(job.run_at)
-                    .bind(job.trace_context.as_deref())
-                    .bind(job.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(store_err)?;
-                Some(row.try_into()?)
-            }
-            None => get_upload(&mut *tx, tenant, id).await?,
-        };
-        tx.commit().await.map_err(store_err)?;
-        if enqueued {
-            self.jobs_queued();
-        }
-        Ok(upload)
-    }
-
-    async fn upload_start_processing(
-        &self,
-        tenant: TenantId,
-        id: UploadId,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Upload>> {
-        update_upload(&self.pool, sql::UPLOAD_START_PROCESSING, tenant, id, now).await
-    }
-
-    async fn upload_finish_processing(
-        &self,
-        tenant: TenantId,
-        id: UploadId,
-        processed: &Processed,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Upload>> {
-        let (metadata, thumbnails) = sql::processed_documents(processed)?;
-        sqlx::query_as::<_, UploadRow>(sql::UPLOAD_FINISH_PROCESSING)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .bind(now)
-            .bind(&processed.detected_type)
-            .bind(metadata)
-            .bind(thumbnails)
-            .bind(processed.taken_at)
-            .bind(processed.metadata.gps.is_some())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?
-            .map(Upload::try_from)
-            .transpose()
-    }
-
-    async fn upload_fail_processing(
-        &self,
-        tenant: TenantId,
-        id: UploadId,
-        failure: &UploadFailure,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Upload>> {
-        sqlx::query_as::<_, UploadRow>(sql::UPLOAD_FAIL_PROCESSING)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .bind(now)
-            .bind(&failure.code)
-            .bind(&failure.message)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?
-            .map(Upload::try_from)
-            .transpose()
-    }
-
-    async fn upload_trash(
-        &self,
-        tenant: TenantId,
-        id: UploadId,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Upload>> {
-        update_upload(&self.pool, sql::UPLOAD_TRASH, tenant, id, now).await
-    }
-
-    async fn upload_restore(
-        &self,
-        tenant: TenantId,
-        id: UploadId,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Upload>> {
-        update_upload(&self.pool, sql::UPLOAD_RESTORE, tenant, id, now).await
-    }
-
-    async fn uploads_expire_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Upload>> {
-        // One statement, so one write transaction: concurrent sweepers take
-        // turns and the second no longer finds the first one's uploads pending.
-        let rows = sqlx::query_as::<_, UploadRow>(sql::UPLOADS_EXPIRE_DUE_SQLITE)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?;
-        sql::convert(rows)
-    }
-
-    async fn uploads_purge_due(
-        &self,
-        deleted_before: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<Upload>> {
-        let rows = sqlx::query_as::<_, UploadRow>(sql::UPLOADS_PURGE_DUE)
-            .bind(deleted_before)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_err)?;
-        sql::convert(rows)
-    }
-
-    async fn upload_purge(
-        &self,
-        tenant: TenantId,
-        id: UploadId,
-        deleted_before: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(sql::UPLOAD_PURGE)
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .bind(deleted_before)
-            .execute(&self.pool)
-            .await
-            .map_err(store_err)?;
-        Ok(done.rows_affected() == 1)
+    #[test]
+    fn kinds_are_a_json_array() {
+        assert_eq!(kinds_json(&[]), "[]");
+        assert_eq!(
+            kinds_json(&["process_upload", "a\"b\\c\n"]),
+            r#"["process_upload","a\"b\\c\u000a"]"#
+        );
     }
 }
-
-crate::tus::tus_store!(SqliteStore);

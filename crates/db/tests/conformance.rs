@@ -99,6 +99,8 @@ conformance!(
     tenant_limits_round_trip,
     job_claim_takes_due_jobs_oldest_first,
     job_lease_expiry_reclaims_a_killed_workers_job,
+    job_lost_on_its_last_attempt_is_claimed_past_its_limit,
+    job_bury_dead_letters_a_poison_job,
     job_calls_for_a_lost_attempt_change_nothing,
     job_transient_failures_end_dead_with_their_history,
     job_permanent_failure_is_dead_at_once,
@@ -2310,16 +2312,78 @@ async fn job_lease_expiry_reclaims_a_killed_workers_job(cx: Ctx) {
     let lost = history(store, tp.0, id).await;
     assert_eq!(lost.len(), 1);
     assert_eq!((lost[0].attempt, lost[0].at), (1, end));
-    // Its last attempt lost too: dead, not run a third time.
-    let end2 = end + lease();
-    assert!(claim(store, end2, 10).await.is_empty());
-    let dead = job_of(store, tp.0, id).await;
-    assert_eq!(dead.state, JobState::Dead);
-    assert_eq!(dead.attempts, 2);
-    assert_eq!(dead.lease_until, None);
-    assert!(dead.last_error.is_some());
+}
+
+/// A job whose worker died on its last attempt is claimed once more, past
+/// its limit, with the lost run in its history: the caller decides.
+async fn job_lost_on_its_last_attempt_is_claimed_past_its_limit(cx: Ctx) {
+    let store = &*cx.store;
+    let tp = queue_tenant(store, "acme").await;
+    let t0 = now();
+    let id = enqueue(store, tp, &job_spec(KIND, 2, t0)).await;
+    let mut at = t0;
+    for n in 1..=2 {
+        let got = claim(store, at, 10).await;
+        assert_eq!((got[0].id, got[0].attempts), (id, n));
+        at += lease();
+    }
+    // The second (last) worker dies as well.
+    let again = claim(store, at, 10).await;
+    assert_eq!(job_ids(&again), [id]);
+    let j = &again[0];
+    assert_eq!(
+        (j.state, j.attempts, j.max_attempts, j.lease_until),
+        (JobState::Running, 3, 2, Some(at + lease()))
+    );
+    assert_eq!(*j, job_of(store, tp.0, id).await);
     let lost = history(store, tp.0, id).await;
     assert_eq!(lost.iter().map(|f| f.attempt).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(lost[1].at, at);
+    assert!(lost.iter().all(|f| f.error.starts_with("lease expired")));
+}
+
+async fn job_bury_dead_letters_a_poison_job(cx: Ctx) {
+    let store = &*cx.store;
+    let tp = queue_tenant(store, "acme").await;
+    let t0 = now();
+    let id = enqueue(store, tp, &job_spec(KIND, 2, t0)).await;
+    // Not running: nothing to bury.
+    assert!(!store.job_bury(id, 0, t0).await.unwrap());
+    let mut at = t0;
+    for _ in 1..=3 {
+        claim(store, at, 10).await;
+        at += lease();
+    }
+    let held = job_of(store, tp.0, id).await;
+    assert_eq!(held.attempts, 3);
+    let t1 = held.updated_at + TimeDelta::seconds(1);
+    // Fenced: a wrong attempt buries nothing and changes nothing.
+    let before = store.job_get(tp.0, id).await.unwrap().unwrap();
+    for wrong in [2, 4] {
+        assert!(!store.job_bury(id, wrong, t1).await.unwrap());
+    }
+    assert_eq!(store.job_get(tp.0, id).await.unwrap().unwrap(), before);
+
+    assert!(store.job_bury(id, 3, t1).await.unwrap());
+    let dead = job_of(store, tp.0, id).await;
+    assert_eq!(
+        (dead.state, dead.attempts, dead.lease_until, dead.updated_at),
+        (JobState::Dead, 2, None, t1)
+    );
+    assert!(
+        dead.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("lease expired"))
+    );
+    // One history row per real attempt, none for the burial.
+    let lost = history(store, tp.0, id).await;
+    assert_eq!(lost.iter().map(|f| f.attempt).collect::<Vec<_>>(), [1, 2]);
+    // Buried once; not claimed again; a retry starts it afresh.
+    assert!(!store.job_bury(id, 3, t1).await.unwrap());
+    assert!(!store.job_bury(id, 2, t1).await.unwrap());
+    assert!(claim(store, at + TimeDelta::days(1), 10).await.is_empty());
+    let retried = store.job_retry(tp.0, id, t1).await.unwrap().unwrap();
+    assert_eq!((retried.state, retried.attempts), (JobState::Queued, 0));
 }
 
 async fn job_calls_for_a_lost_attempt_change_nothing(cx: Ctx) {

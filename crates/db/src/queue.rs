@@ -1,5 +1,5 @@
-//! The job queue's SQL text and row shapes, shared by both adapters (the
-//! `JobQueue` implementations are `sqlite::queue` and `postgres::queue`).
+//! The job queue's SQL text and row shapes (`JobQueue` is implemented once,
+//! in `store::queue`; the claim statements are each dialect's own).
 //!
 //! Fencing is in the SQL: every call a worker makes after its claim matches
 //! `id = $1 AND attempts = $2 AND state = 'running'`, so a run that was taken
@@ -13,11 +13,8 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 use uuid::Uuid;
 
+use crate::exec::{Arg, Query, q};
 use crate::sql::int;
-
-/// The PostgreSQL channel a notification goes to whenever jobs become
-/// queued; `job_wait` listens on it.
-pub(crate) const CHANNEL: &str = "buildpeer_jobs";
 
 /// What the history says of a run whose worker stopped renewing its lease.
 pub(crate) const LEASE_EXPIRED: &str =
@@ -32,16 +29,15 @@ macro_rules! job_columns {
 }
 
 /// Due jobs of the kinds `$kinds` (an SQL expression that is true for a
-/// wanted `kind`) at `$2`: queued and due, or running with an expired lease.
+/// wanted `kind`) at `$2`: queued and due, or running with an expired lease
+/// (on any attempt: the caller buries a job claimed past its last one).
 macro_rules! due {
-    ($kinds:literal, $extra:literal) => {
+    ($kinds:literal) => {
         concat!(
             "SELECT id FROM jobs WHERE ",
             $kinds,
             " AND ((state = 'queued' AND run_at <= $2) ",
-            "OR (state = 'running' AND lease_until <= $2",
-            $extra,
-            ")) ORDER BY run_at, id LIMIT $4"
+            "OR (state = 'running' AND lease_until <= $2)) ORDER BY run_at, id LIMIT $4"
         )
     };
 }
@@ -59,60 +55,56 @@ macro_rules! claim_update {
 
 // ---- SQLite: the claim's steps, one write transaction ------------------------
 
-/// Jobs whose lease ran out on their last attempt are not run again: their
-/// worker died on them `max_attempts` times (a poison job). History first.
-pub(crate) const SQLITE_REAP_HISTORY: &str = concat!(
-    "INSERT INTO job_failures (job_id, tenant_id, attempt, error, at) ",
-    "SELECT id, tenant_id, attempts, $3, $2 FROM jobs WHERE state = 'running' ",
-    "AND lease_until <= $2 AND attempts >= max_attempts AND kind IN (SELECT value FROM json_each($1))"
-);
-pub(crate) const SQLITE_REAP: &str = concat!(
-    "UPDATE jobs SET state = 'dead', lease_until = NULL, last_error = $3, updated_at = $2 ",
-    "WHERE state = 'running' AND lease_until <= $2 AND attempts >= max_attempts ",
-    "AND kind IN (SELECT value FROM json_each($1))"
-);
 /// The lost runs among the due jobs go to the history before they are
 /// claimed again (the same query twice in one write transaction finds the
-/// same rows). `$3` is the error text, `$4` the limit.
+/// same rows).
 pub(crate) const SQLITE_LOST_HISTORY: &str = concat!(
     "INSERT INTO job_failures (job_id, tenant_id, attempt, error, at) ",
-    "SELECT id, tenant_id, attempts, $3, $2 FROM jobs WHERE state = 'running' AND id IN (",
-    due!("kind IN (SELECT value FROM json_each($1))", ""),
+    "SELECT id, tenant_id, attempts, $5, $2 FROM jobs WHERE state = 'running' AND id IN (",
+    due!("kind IN (SELECT value FROM json_each($1))"),
     ")"
 );
 pub(crate) const SQLITE_CLAIM: &str = concat!(
     "WITH due AS (",
-    due!("kind IN (SELECT value FROM json_each($1))", ""),
+    due!("kind IN (SELECT value FROM json_each($1))"),
     ") ",
     claim_update!()
 );
 
-// ---- PostgreSQL: each step one statement -------------------------------------
+// ---- PostgreSQL: one statement -----------------------------------------------
 
-/// As the SQLite pair, in one statement; rows another claimer holds are
-/// skipped (and reaped by whoever holds them, or next time).
-pub(crate) const PG_REAP: &str = concat!(
-    "WITH gone AS MATERIALIZED (SELECT id, tenant_id, attempts FROM jobs ",
-    "WHERE state = 'running' AND lease_until <= $2 AND attempts >= max_attempts ",
-    "AND kind = ANY($1) FOR UPDATE SKIP LOCKED), ",
-    "history AS (INSERT INTO job_failures (job_id, tenant_id, attempt, error, at) ",
-    "SELECT id, tenant_id, attempts, $3, $2 FROM gone) ",
-    "UPDATE jobs SET state = 'dead', lease_until = NULL, last_error = $3, updated_at = $2 ",
-    "WHERE id IN (SELECT id FROM gone)"
-);
 /// The candidates are chosen and locked once (materialised), skipping rows
-/// a concurrent claimer locked, so no two claimers get one job. `$5` is the
-/// history's text for runs whose lease expired.
+/// a concurrent claimer locked, so no two claimers get one job; the lost
+/// runs among them go to the history in the same statement.
 pub(crate) const PG_CLAIM: &str = concat!(
     "WITH due AS MATERIALIZED (SELECT id, state AS was, tenant_id, attempts AS held FROM jobs ",
     "WHERE kind = ANY($1) AND ((state = 'queued' AND run_at <= $2) ",
-    "OR (state = 'running' AND lease_until <= $2 AND attempts < max_attempts)) ",
+    "OR (state = 'running' AND lease_until <= $2)) ",
     "ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED), ",
     "history AS (INSERT INTO job_failures (job_id, tenant_id, attempt, error, at) ",
     "SELECT id, tenant_id, held, $5, $2 FROM due WHERE was = 'running') ",
     claim_update!()
 );
-pub(crate) const PG_NOTIFY: &str = "SELECT pg_notify($1, '')";
+
+/// What every claim statement binds: `$1` the kinds, `$2` now, `$3` the new
+/// lease's end, `$4` the limit, `$5` the history's text for lost runs.
+pub(crate) struct Claim<'a> {
+    pub(crate) kinds: &'a [&'a str],
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) until: DateTime<Utc>,
+    pub(crate) limit: i64,
+}
+
+impl<'a> Claim<'a> {
+    pub(crate) fn query(&self, sql: &'static str) -> Query<'a> {
+        q(sql)
+            .bind(Arg::Kinds(self.kinds))
+            .bind(self.now)
+            .bind(self.until)
+            .bind(self.limit)
+            .bind(LEASE_EXPIRED)
+    }
+}
 
 // ---- Both --------------------------------------------------------------------
 
@@ -126,11 +118,17 @@ pub(crate) const FAIL: &str = "UPDATE jobs SET \
      run_at = CASE WHEN $4 IS NOT NULL AND attempts < max_attempts THEN $4 ELSE run_at END, \
      lease_until = NULL, last_error = $3, updated_at = $5 \
      WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING tenant_id, state";
+/// Numbered as the worker's other statements: `$1` the job, `$2` the attempt.
 pub(crate) const FAILURE_INSERT: &str = "INSERT INTO job_failures \
-     (job_id, tenant_id, attempt, error, at) VALUES ($1, $2, $3, $4, $5)";
+     (job_id, attempt, tenant_id, error, at) VALUES ($1, $2, $3, $4, $5)";
 /// The run is handed back uncounted.
 pub(crate) const DEFER: &str = "UPDATE jobs SET state = 'queued', attempts = attempts - 1, \
      run_at = $3, lease_until = NULL, updated_at = $4 \
+     WHERE id = $1 AND attempts = $2 AND state = 'running'";
+/// A poison job's end: the claim that found it past its last attempt was not
+/// a run, so it is taken back; its lost run's history row is the claim's.
+pub(crate) const BURY: &str = "UPDATE jobs SET state = 'dead', attempts = attempts - 1, \
+     lease_until = NULL, last_error = $3, updated_at = $4 \
      WHERE id = $1 AND attempts = $2 AND state = 'running'";
 /// Newest first; ids are UUIDv7, so `id < $2` is the keyset cursor as in the
 /// other lists (`jobs_tenant_list_idx`).
@@ -163,28 +161,6 @@ pub(crate) const RETRY_DEAD: &str = "UPDATE jobs SET state = 'queued', attempts 
 /// From `jobs_depth_idx` alone.
 pub(crate) const DEPTH: &str =
     "SELECT kind, state, COUNT(*) AS count FROM jobs GROUP BY state, kind";
-
-/// The kinds as SQLite's `json_each` reads them.
-pub(crate) fn kinds_json(kinds: &[&str]) -> String {
-    let quoted: Vec<String> = kinds
-        .iter()
-        .map(|k| {
-            let mut s = String::with_capacity(k.len() + 2);
-            s.push('"');
-            for c in k.chars() {
-                match c {
-                    '"' => s.push_str("\\\""),
-                    '\\' => s.push_str("\\\\"),
-                    c if u32::from(c) < 0x20 => s.push_str(&format!("\\u{:04x}", u32::from(c))),
-                    c => s.push(c),
-                }
-            }
-            s.push('"');
-            s
-        })
-        .collect();
-    format!("[{}]", quoted.join(","))
-}
 
 #[derive(FromRow)]
 pub(crate) struct JobRow {
@@ -274,18 +250,4 @@ pub(crate) fn claimed(rows: Vec<JobRow>) -> Result<Vec<Job>, StoreError> {
     let mut jobs: Vec<Job> = crate::sql::convert(rows)?;
     jobs.sort_by_key(|j| (j.run_at, j.id));
     Ok(jobs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kinds_are_a_json_array() {
-        assert_eq!(kinds_json(&[]), "[]");
-        assert_eq!(
-            kinds_json(&["process_upload", "a\"b\\c\n"]),
-            r#"["process_upload","a\"b\\c\u000a"]"#
-        );
-    }
 }
