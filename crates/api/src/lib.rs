@@ -17,9 +17,6 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::routing::get;
 use buildpeer_core::Service;
-use buildpeer_core::cache::Expiring;
-use buildpeer_core::ids::UploadId;
-use buildpeer_core::upload::Upload;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -44,16 +41,7 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     /// The OpenAPI document, rendered once at start-up.
     openapi: Bytes,
-    /// Uploads' JSON as last served, with the upload it was made from: see
-    /// `routes::uploads::get`.
-    upload_json: Expiring<UploadId, (Arc<Upload>, Bytes)>,
 }
-
-/// How many uploads' JSON `Shared::upload_json` keeps (with the upload it
-/// pins, 1-3 KiB each).
-const UPLOAD_JSON_ENTRIES: usize = 10_000;
-/// How long it keeps one; a poll that comes later serializes again.
-const UPLOAD_JSON_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::ops::Deref for AppState {
     type Target = Shared;
@@ -269,7 +257,6 @@ fn app_state(service: Service, metrics: PrometheusHandle) -> AppState {
         service,
         metrics,
         openapi: Bytes::from(openapi),
-        upload_json: Expiring::new(UPLOAD_JSON_ENTRIES),
     }))
 }
 

@@ -17,21 +17,25 @@ use buildpeer_core::clock::SystemClock;
 use buildpeer_core::ports::MetadataStore;
 use buildpeer_core::service::{Bootstrap, Deps};
 use buildpeer_db::DbOptions;
+use buildpeer_media_adapter::Media;
 use buildpeer_storage::StorageOptions;
+use buildpeer_worker::WorkerSettings;
 use secrecy::{ExposeSecret, SecretSlice};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, DatabaseConfig, ProcessingConfig};
-use crate::media::Media;
 use crate::telemetry;
-use crate::worker::{self, WorkerSettings};
 
 /// A built, bound, not yet serving application.
 pub struct App {
     listener: TcpListener,
     api: buildpeer_api::Api,
     service: Service,
+    /// The adapters the service runs on, for tests and tools that look
+    /// below it.
+    store: Arc<dyn MetadataStore>,
+    blobs: Arc<dyn BlobStore>,
     shutdown_timeout: Duration,
     sweep_interval: Duration,
     /// `None`: no worker in this process.
@@ -108,13 +112,14 @@ impl App {
             config.breaker,
         ));
         let service = Service::new(Deps {
-            store,
-            blobs,
+            store: Arc::clone(&store),
+            blobs: Arc::clone(&blobs),
             media: media(&config.processing),
             clock: Arc::new(SystemClock),
             tokens: keys,
             uploads: config.uploads.clone(),
-        });
+        })
+        .with_jobs(config.processing.jobs.clone());
         let service = crate::cache::attach(service, &config.cache).await?;
         if config.bootstrap {
             bootstrap(&service).await?;
@@ -124,6 +129,8 @@ impl App {
             listener,
             api,
             service,
+            store,
+            blobs,
             shutdown_timeout: config.shutdown_timeout,
             sweep_interval: config.sweep_interval,
             worker: config.run_worker.then(|| config.processing.worker.clone()),
@@ -133,6 +140,16 @@ impl App {
     /// The use-cases this app serves (tests share its cache through it).
     pub fn service(&self) -> &Service {
         &self.service
+    }
+
+    /// The metadata store below the service.
+    pub fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+
+    /// Object storage below the service (behind its circuit breaker).
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -154,11 +171,18 @@ impl App {
                 tracing::warn!(error = %e, "warm-up failed");
             }
         });
-        let sweeper = tokio::spawn(sweep_forever(self.service.clone(), self.sweep_interval));
+        let sweeper = tokio::spawn(buildpeer_worker::sweep_forever(
+            self.service.clone(),
+            self.sweep_interval,
+        ));
         let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
-        let worker = self
-            .worker
-            .map(|settings| tokio::spawn(worker::run(self.service.clone(), settings, worker_stop)));
+        let worker = self.worker.map(|settings| {
+            tokio::spawn(buildpeer_worker::run(
+                self.service.clone(),
+                settings,
+                worker_stop,
+            ))
+        });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = self.api.serve(self.listener, async move {
             shutdown.await;
@@ -221,7 +245,7 @@ pub async fn run_worker(
         None => None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(worker::run(service, settings, stop_rx));
+    let worker = tokio::spawn(buildpeer_worker::run(service, settings, stop_rx));
     shutdown.await;
     tracing::info!("shutdown requested: finishing running jobs");
     let _ = stop_tx.send(true);
@@ -231,28 +255,6 @@ pub async fn run_worker(
         ops.await.context("operational endpoints")??;
     }
     Ok(())
-}
-
-/// Expires stale pending uploads and purges the trash, every `interval`.
-/// Every replica runs it; the store hands each due upload to one of them.
-async fn sweep_forever(service: Service, interval: Duration) {
-    const BATCH: u32 = 500;
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        loop {
-            match service.sweep(BATCH).await {
-                // A full batch means there may be more right away.
-                Ok(r) if r.expired as u32 == BATCH || r.purged as u32 == BATCH => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "sweep failed; retrying next interval");
-                    break;
-                }
-            }
-        }
-    }
 }
 
 /// The signing secret: the configured one, or one generated on first start

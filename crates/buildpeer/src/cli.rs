@@ -110,7 +110,8 @@ async fn operator_service(
         clock: Arc::new(SystemClock),
         tokens: TokenKeys::new(&key).context("token keys")?,
         uploads: UploadSettings::default(),
-    }))
+    })
+    .with_jobs(processing.jobs.clone()))
 }
 
 async fn create_tenant(args: crate::config::TenantCreateArgs) -> anyhow::Result<()> {

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use buildpeer_core::service::UploadSettings;
+use buildpeer_core::service::{JobSettings, UploadSettings};
+use buildpeer_media_adapter::{MediaSettings, parse_sizes};
 use buildpeer_storage::BreakerConfig;
+use buildpeer_worker::WorkerSettings;
 
-use crate::media::{MediaSettings, parse_sizes};
-use crate::worker::WorkerSettings;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -283,6 +283,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "BUILDPEER_JOB_RETRY_BASE_MS", default_value_t = 2000)]
     pub job_retry_base_ms: u64,
 
+    /// Seconds a worker holds a job without renewing its lease (it renews
+    /// every third of it); a job whose worker died runs again after this.
+    #[arg(long, env = "BUILDPEER_JOB_LEASE_SECS", default_value_t = 60)]
+    pub job_lease_secs: u64,
+
     /// Originals above this size get no metadata or derivatives (only their type), e.g. 256MiB.
     #[arg(long, env = "BUILDPEER_MAX_PROCESSING_SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub max_processing_size: u64,
@@ -295,8 +300,12 @@ impl WorkerArgs {
                 .concurrency
                 .unwrap_or_else(|| WorkerSettings::default().concurrency)
                 .max(1),
-            base_backoff: Duration::from_millis(self.job_retry_base_ms.max(1)),
             ..WorkerSettings::default()
+        };
+        let jobs = JobSettings {
+            lease: Duration::from_secs(self.job_lease_secs.max(1)),
+            base_backoff: Duration::from_millis(self.job_retry_base_ms.max(1)),
+            ..JobSettings::default()
         };
         let media = MediaSettings {
             sizes: parse_sizes(&self.thumbnail_sizes)
@@ -308,14 +317,19 @@ impl WorkerArgs {
             max_input_bytes: self.max_processing_size,
             time_cap: Duration::from_secs(self.job_timeout.max(1)),
         };
-        Ok(ProcessingConfig { worker, media })
+        Ok(ProcessingConfig {
+            worker,
+            jobs,
+            media,
+        })
     }
 }
 
-/// The worker and its media processing.
+/// The worker, the jobs it runs and its media processing.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessingConfig {
     pub worker: WorkerSettings,
+    pub jobs: JobSettings,
     pub media: MediaSettings,
 }
 

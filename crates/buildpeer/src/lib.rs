@@ -5,10 +5,8 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
-pub mod media;
 pub mod media_cli;
 pub mod telemetry;
-pub mod worker;
 
 pub use app::App;
 pub use config::Config;

@@ -41,7 +41,7 @@ pub fn run(cmd: &MediaCommand) -> ExitCode {
 }
 
 fn thumbnails(args: &ThumbnailsArgs) -> ExitCode {
-    let sizes = match crate::media::parse_sizes(&args.sizes) {
+    let sizes = match buildpeer_media_adapter::parse_sizes(&args.sizes) {
         Ok(s) if !s.is_empty() => s,
         Ok(_) => {
             eprintln!("buildpeer: --sizes is empty");

@@ -86,8 +86,7 @@ async fn rename_behind_the_cache(app: &TestApp, tenant: Uuid, user: Uuid, name: 
         role: None,
         disabled: None,
     };
-    app.service
-        .store()
+    app.store
         .user_update(
             TenantId::from_uuid(tenant),
             UserId::from_uuid(user),

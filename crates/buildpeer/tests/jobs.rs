@@ -63,8 +63,7 @@ async fn job(app: &TestApp, tenant: &TestTenant, project: Uuid, max_attempts: u3
         created_at: now,
     };
     let marked = app
-        .service
-        .store()
+        .store
         .upload_mark_uploaded(TenantId::from_uuid(tenant.id), upload, &new, now)
         .await
         .unwrap()
@@ -75,7 +74,7 @@ async fn job(app: &TestApp, tenant: &TestTenant, project: Uuid, max_attempts: u3
 
 /// Runs `job` as a worker would and fails it for good.
 async fn kill(app: &TestApp, id: JobId, error: &str) {
-    let store = app.service.store();
+    let store = &app.store;
     let claimed = store
         .job_claim(&[KIND], Utc::now(), LEASE, 100)
         .await
@@ -165,7 +164,7 @@ async fn job_detail_has_the_error_history(backend: Backend) {
     let app = app(backend).await;
     let (acme, p) = setup(&app, "acme").await;
     let id = job(&app, &acme, p, 3).await;
-    let store = app.service.store();
+    let store = &app.store;
     for n in 1..=2u32 {
         let got = store
             .job_claim(&[KIND], Utc::now(), LEASE, 1)
@@ -234,8 +233,7 @@ async fn retry_one_dead_job(backend: Backend) {
     let detail = app.get(&format!("/v1/admin/jobs/{id}"), token).await.json();
     assert_eq!(detail["errors"].as_array().unwrap().len(), 1);
     let got = app
-        .service
-        .store()
+        .store
         .job_claim(&[KIND], Utc::now(), LEASE, 10)
         .await
         .unwrap();

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use buildpeer::worker::{self, WorkerSettings};
+use buildpeer_worker::WorkerSettings;
 use common::{Backend, TestApp, uuid};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -266,7 +266,11 @@ async fn uploads_wait_for_a_worker(backend: Backend) {
         concurrency: 2,
         ..WorkerSettings::default()
     };
-    let worker = tokio::spawn(worker::run(app.service.clone(), settings, stop_rx));
+    let worker = tokio::spawn(buildpeer_worker::run(
+        app.service.clone(),
+        settings,
+        stop_rx,
+    ));
     let upload = settled(&app, &token, id).await;
     assert_eq!(upload["status"], "COMPLETED", "{upload}");
     // Orientation 6: stored landscape, displayed portrait.

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use buildpeer::worker::{self, WorkerSettings};
 use buildpeer_storage::BreakerConfig;
+use buildpeer_worker::WorkerSettings;
 use common::{Backend, TestApp, uuid};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -204,7 +204,11 @@ async fn storage_outage_degrades_and_recovers() {
         concurrency: 1,
         ..WorkerSettings::default()
     };
-    let worker = tokio::spawn(worker::run(app.service.clone(), settings, stop_rx));
+    let worker = tokio::spawn(buildpeer_worker::run(
+        app.service.clone(),
+        settings,
+        stop_rx,
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let jobs = app.get("/v1/admin/jobs", &token).await;
     jobs.assert_status(200);

@@ -181,7 +181,7 @@ async fn delete_finished_upload(backend: Backend) {
 async fn staged(app: &TestApp, tenant: Uuid, project: Uuid, id: Uuid) -> usize {
     if app.on_s3() {
         let prefix = format!("tenants/{tenant}/projects/{project}/uploads/{id}/");
-        let objects = app.service.blobs().list(&prefix).await.unwrap();
+        let objects = app.blobs.list(&prefix).await.unwrap();
         return objects
             .iter()
             .filter(|(k, _)| k.as_str().contains("tus-staging-tail-"))

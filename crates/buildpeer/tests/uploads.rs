@@ -322,11 +322,7 @@ fn object_key(tenant: Uuid, project: Uuid, upload: Uuid) -> ObjectKey {
 
 /// What storage holds under `key`, asked through the blob store directly.
 async fn stored(app: &TestApp, key: &ObjectKey) -> Option<ObjectMeta> {
-    app.service
-        .blobs()
-        .head(key)
-        .await
-        .expect("HEAD on storage")
+    app.blobs.head(key).await.expect("HEAD on storage")
 }
 
 /// Files under `dir`, relative, recursively.

@@ -16,6 +16,7 @@
 
 mod expiring;
 mod local;
+mod rendered;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,6 +35,7 @@ use crate::error::CoreError;
 use crate::ids::TenantId;
 pub use expiring::Expiring;
 use local::LocalTier;
+pub use rendered::Renderings;
 
 /// What a cache or limiter adapter may say.
 #[derive(Debug, thiserror::Error)]

@@ -31,8 +31,8 @@ pub async fn handle(
     Path(key): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let blobs = state.service.blobs().clone();
-    let endpoint = blobs
+    let endpoint = state
+        .service
         .signed_endpoint()
         .ok_or(ApiError::Core(CoreError::NotFound))?;
     let method = match *req.method() {

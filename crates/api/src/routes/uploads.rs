@@ -13,7 +13,6 @@ use buildpeer_core::service::{Download, InitiateUploadInput, UploadListQuery};
 use buildpeer_core::upload::Upload;
 
 use crate::AppState;
-use crate::UPLOAD_JSON_TTL;
 use crate::dto::{
     CompleteUploadRequest, InitiateUploadRequest, InitiatedUploadDto, ListEnvelope, UploadDto,
     UploadListParams,
@@ -150,13 +149,8 @@ pub async fn complete(
 
 /// Read an upload.
 ///
-/// The status poll, the busiest request there is: the JSON of an upload is
-/// kept (`Shared::upload_json`) with the very `Arc` the cache handed out, and
-/// served again while the cache hands out that same `Arc`. The cache makes a
-/// new one whenever the upload changes or is loaded again, and the kept one
-/// pins the old allocation, so an identical pointer means an identical
-/// upload: the bytes are never stale. Serializing was a fifth of the cost of
-/// a cached read.
+/// The status poll, the busiest request there is: its JSON is served again
+/// while the upload is unchanged (`Service::rendered_uploads`).
 #[utoipa::path(get, path = "/v1/uploads/{id}", tag = "uploads",
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = UploadDto), (status = 404, body = Problem)))]
@@ -167,9 +161,8 @@ pub async fn get(
 ) -> Result<JsonBytes, ApiError> {
     let id: UploadId = parse_id(&id)?;
     let upload = state.service.get_upload(&actor, id).await?;
-    if let Some((seen, json)) = state.upload_json.get(&id)
-        && Arc::ptr_eq(&seen, &upload)
-    {
+    let rendered = state.service.rendered_uploads();
+    if let Some(json) = rendered.get(&id, &upload) {
         return Ok(JsonBytes(json));
     }
     // Only an upload somebody else holds too (the cache's local tier) can
@@ -180,9 +173,7 @@ pub async fn get(
         Err(shared) => shared,
     };
     let json = to_json(&UploadDto::from(Upload::clone(&upload)))?;
-    state
-        .upload_json
-        .insert(id, (upload, json.clone()), UPLOAD_JSON_TTL);
+    rendered.keep(id, upload, json.clone());
     Ok(JsonBytes(json))
 }
 

@@ -24,6 +24,7 @@ use buildpeer_core::Service;
 use buildpeer_core::auth::TokenKeys;
 use buildpeer_core::blob::BlobStore;
 use buildpeer_core::clock::SystemClock;
+use buildpeer_core::ports::MetadataStore;
 use buildpeer_core::service::{CreateTenantInput, Deps};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
@@ -233,6 +234,10 @@ pub struct TestApp {
     /// the API does not offer (creating tenants, setting limits, sweeping)
     /// and for looking at stored objects.
     pub service: Service,
+    /// The app's metadata store and object storage, below the service: for
+    /// setting up states the API cannot reach and looking at what was stored.
+    pub store: Arc<dyn MetadataStore>,
+    pub blobs: Arc<dyn BlobStore>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     counter: AtomicUsize,
@@ -276,12 +281,15 @@ impl TestApp {
         // The operator handle shares the app's cache, so its writes (sweeps)
         // invalidate what the app cached.
         let caching = Arc::clone(app.service().caching());
-        let blobs = Arc::clone(app.service().blobs());
+        let store = Arc::clone(app.store());
+        let blobs = Arc::clone(app.blobs());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
-        let service = second_service(&config, blobs).await.with_cache(caching);
+        let service = second_service(&config, Arc::clone(&blobs))
+            .await
+            .with_cache(caching);
         // Redirects are answers to look at (the download's 307), not to follow.
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -296,6 +304,8 @@ impl TestApp {
             client,
             config,
             service,
+            store,
+            blobs,
             shutdown: Some(tx),
             server,
             counter: AtomicUsize::new(0),

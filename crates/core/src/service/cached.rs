@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use super::Service;
-use crate::cache::{CacheKey, CacheName, Caching};
+use crate::cache::{CacheKey, CacheName, Caching, Renderings};
 use crate::error::CoreError;
 use crate::ids::{ProjectId, TenantId, UploadId, UserId};
 use crate::model::{Project, User};
@@ -40,6 +40,12 @@ impl Service {
 
     pub fn caching(&self) -> &Arc<Caching> {
         &self.caching
+    }
+
+    /// Renderings of the uploads `get_upload` hands out, for a driver that
+    /// serves the same bytes while the upload is unchanged (`Renderings`).
+    pub fn rendered_uploads(&self) -> &Renderings<UploadId, Upload> {
+        &self.rendered_uploads
     }
 
     pub(super) async fn cached_user(

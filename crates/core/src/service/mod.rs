@@ -6,6 +6,7 @@ mod auth;
 mod cached;
 mod jobs;
 mod limits;
+mod ops;
 mod processing;
 mod projects;
 mod tenants;
@@ -17,26 +18,33 @@ use std::sync::Arc;
 
 use crate::auth::TokenKeys;
 use crate::blob::BlobStore;
-use crate::cache::{CacheSettings, Caching, NoCache};
+use crate::cache::{CacheSettings, Caching, NoCache, Renderings};
 use crate::clock::Clock;
 use crate::error::CoreError;
-use crate::ids::{TenantId, UserId};
+use crate::ids::{TenantId, UploadId, UserId};
 use crate::media::MediaProcessor;
 use crate::model::Role;
 use crate::policy::{self, TenantAction};
 use crate::ports::MetadataStore;
+use crate::upload::Upload;
 
 pub use auth::{LoginInput, TokenPair};
-pub use jobs::JobDetail;
+pub use jobs::{JobDetail, JobSettings, JobSpec, ProcessUpload, SpecError};
 pub use limits::{RateLimits, RateStatus};
-pub use processing::JobResult;
+pub use ops::Readiness;
 pub use projects::{CreateProjectInput, ProjectListQuery, UpdateProjectInput};
 pub use tenants::{Bootstrap, CreateTenantInput};
 pub use uploads::{
-    Download, InitiateUploadInput, Initiated, PROCESS_UPLOAD, SweepReport, UploadInstructions,
-    UploadListQuery, UploadSettings,
+    Download, InitiateUploadInput, Initiated, SweepReport, UploadInstructions, UploadListQuery,
+    UploadSettings,
 };
 pub use users::{CreateUserInput, UpdateUserInput};
+
+/// How many uploads' renderings are kept (with the upload each pins, 1-3
+/// KiB apiece).
+const RENDERED_UPLOADS: usize = 10_000;
+/// How long one is kept; a poll that comes later serializes again.
+const RENDERED_UPLOAD_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The authenticated principal of a request: who, in which tenant, with which
 /// role (read from the database on every request, so a role change or a
@@ -74,6 +82,10 @@ pub struct Service {
     caching: Arc<Caching>,
     /// Request and login rate limits; off until `with_rate_limits`.
     limits: Arc<limits::Limiting>,
+    /// Leases, attempts and backoff of the jobs; defaults until `with_jobs`.
+    jobs: Arc<JobSettings>,
+    /// See `rendered_uploads`.
+    rendered_uploads: Arc<Renderings<UploadId, Upload>>,
 }
 
 impl Service {
@@ -88,15 +100,9 @@ impl Service {
             dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
             caching: Arc::new(Caching::new(Arc::new(NoCache), CacheSettings::default())),
             limits: Arc::new(limits::Limiting::off()),
+            jobs: Arc::new(JobSettings::default()),
+            rendered_uploads: Arc::new(Renderings::new(RENDERED_UPLOADS, RENDERED_UPLOAD_TTL)),
         }
-    }
-
-    pub fn store(&self) -> &Arc<dyn MetadataStore> {
-        &self.store
-    }
-
-    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
-        &self.blobs
     }
 
     fn require(&self, actor: &Actor, action: TenantAction) -> Result<(), CoreError> {

@@ -11,8 +11,9 @@
 //! Failures are sorted into permanent (the content: corrupt, unsupported,
 //! a checksum mismatch; the upload fails at once and the job goes to the
 //! dead-letter queue without pointless retries) and transient (storage or the
-//! database unavailable; retried with backoff by the worker, and only on the
-//! last attempt does the upload fail).
+//! database unavailable; retried with backoff by the job lifecycle, which
+//! gives up on the upload after the last attempt, as it does when every
+//! worker that ran it died: `jobs/lifecycle.rs`).
 
 use std::time::Instant;
 
@@ -20,7 +21,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
-use super::{PROCESS_UPLOAD, Service};
+use super::Service;
+use super::jobs::{Handler, Outcome, ProcessUpload};
 use crate::blob::{BlobError, ObjectKey};
 use crate::error::StoreError;
 use crate::ids::UploadId;
@@ -30,27 +32,6 @@ use crate::upload::{Processed, Thumbnail, Upload, UploadFailure};
 
 /// How much of a too-large original is read to sniff its type.
 const SNIFF_LEN: usize = 64 * 1024;
-
-/// What the worker does with a job after a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobResult {
-    Done,
-    /// A transient failure: run again after a backoff (the queue dead-letters
-    /// the job if that was its last attempt).
-    Retry {
-        error: String,
-    },
-    /// A permanent failure: dead-letter now.
-    Dead {
-        error: String,
-    },
-    /// Storage's circuit breaker is open: run again after `delay` without
-    /// counting this attempt, so an outage of any length dead-letters
-    /// nothing (the upload stays `UPLOADED`, the seed's "Processing...").
-    Defer {
-        delay: std::time::Duration,
-    },
-}
 
 /// Why one run failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,65 +90,44 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-#[derive(serde::Deserialize)]
-struct ProcessPayload {
-    upload_id: UploadId,
+impl Handler for ProcessUpload {
+    async fn run(&self, service: &Service, job: &Job) -> Outcome {
+        service.run_process_upload(job, self.upload_id).await
+    }
+
+    async fn give_up(&self, service: &Service, job: &Job, code: &str, message: &str) {
+        let failure = UploadFailure {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        };
+        service.fail_upload(job, self.upload_id, &failure).await;
+    }
 }
 
 impl Service {
-    /// Runs one claimed job to its end (the worker's only entry point).
-    pub async fn run_job(&self, job: &Job) -> JobResult {
-        match job.kind.as_str() {
-            PROCESS_UPLOAD => self.run_process_upload(job).await,
-            other => JobResult::Dead {
-                error: format!("unknown job kind {other:?}"),
-            },
-        }
-    }
-
-    async fn run_process_upload(&self, job: &Job) -> JobResult {
-        let payload: ProcessPayload = match serde_json::from_str(&job.payload) {
-            Ok(p) => p,
-            Err(e) => {
-                return JobResult::Dead {
-                    error: format!("bad payload: {e}"),
-                };
-            }
-        };
-        let id = payload.upload_id;
+    async fn run_process_upload(&self, job: &Job, id: UploadId) -> Outcome {
         // Storage is known to be down: leave the upload as it is.
         if let Some(delay) = self.blobs.circuit_open() {
-            return JobResult::Defer { delay };
+            return Outcome::Defer { delay };
         }
         let started = Instant::now();
         let outcome = self.process_upload(job, id).await;
         let elapsed = started.elapsed().as_secs_f64();
-        let last_attempt = job.attempts >= job.max_attempts;
         let result = match outcome {
             Ok(()) => {
                 metrics::counter!("uploads_processed_total", "outcome" => "completed").increment(1);
-                return JobResult::Done;
+                return Outcome::Done;
             }
-            Err(RunError::Deferred(delay)) => return JobResult::Defer { delay },
+            Err(RunError::Deferred(delay)) => return Outcome::Defer { delay },
             Err(RunError::Permanent(failure)) => {
                 let error = failure.to_string();
                 self.fail_upload(job, id, &failure).await;
-                JobResult::Dead { error }
+                Outcome::Dead { error }
             }
-            Err(RunError::Transient { code, message }) => {
-                if last_attempt {
-                    let failure = UploadFailure {
-                        code: code.into(),
-                        message: "processing could not finish: a service it needs was \
-                                  unavailable; an administrator can retry it"
-                            .into(),
-                    };
-                    self.fail_upload(job, id, &failure).await;
-                }
-                JobResult::Retry {
-                    error: format!("{code}: {message}"),
-                }
-            }
+            Err(RunError::Transient { code, message }) => Outcome::Retry {
+                code,
+                error: format!("{code}: {message}"),
+            },
         };
         tracing::warn!(
             upload_id = %id,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
+use super::jobs::{JobSpec, ProcessUpload};
 use super::{Actor, Service};
 use crate::blob::{BlobError, CompletedPart, GetSpec, ObjectKey, PutSpec, SignedUrl};
 use crate::error::{CoreError, Invalid};
@@ -53,9 +54,6 @@ impl Default for UploadSettings {
         }
     }
 }
-
-/// The job kind a completed upload enqueues.
-pub const PROCESS_UPLOAD: &str = "process_upload";
 
 #[derive(Debug, Clone)]
 pub struct InitiateUploadInput {
@@ -499,11 +497,14 @@ impl Service {
         trace_context: Option<String>,
     ) -> Result<Upload, CoreError> {
         let now = self.clock.now();
+        let spec = JobSpec::ProcessUpload(ProcessUpload {
+            upload_id: upload.id,
+        });
         let job = NewJob {
             id: JobId::new(),
-            kind: PROCESS_UPLOAD,
-            payload: format!(r#"{{"upload_id":"{}"}}"#, upload.id),
-            max_attempts: 3,
+            kind: spec.kind(),
+            payload: spec.payload(),
+            max_attempts: self.job_settings().max_attempts,
             run_at: now,
             trace_context,
             created_at: now,

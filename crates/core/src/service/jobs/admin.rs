@@ -1,16 +1,16 @@
-//! The processing queue as a tenant's admin sees it: its jobs, their error
-//! history, and retrying the dead ones. The worker does not come through
-//! here (it drives `JobQueue` directly); these are the admin's reads and
-//! mutations, which pass the policy like every other.
+//! The queue as a tenant's admin sees it: its jobs, their error
+//! history, and retrying the dead ones. These are the admin's reads and
+//! mutations, which pass the policy like every other; the worker's side is
+//! `lifecycle.rs`.
 //!
 //! No audit log exists yet; each mutation logs one line with the actor.
 
-use super::{Actor, Service};
 use crate::error::{CoreError, FieldError, Invalid};
 use crate::ids::JobId;
 use crate::pagination::{Page, PageRequest};
 use crate::policy::TenantAction;
 use crate::queue::{Job, JobFailure, JobState};
+use crate::service::{Actor, Service};
 
 /// A job with every failed run, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,7 @@ impl Service {
             .job_retry(actor.tenant_id, id, self.clock.now())
             .await?
             .ok_or(CoreError::NotFound)?;
-        // Another admin (or a worker's reaper) may have changed it in between.
+        // Another admin may have retried it in between.
         if job.state != JobState::Queued || job.attempts != 0 {
             return Err(not_dead(job.state));
         }
