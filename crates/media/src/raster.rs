@@ -64,14 +64,23 @@ impl Resizer {
 
     pub fn resize(&mut self, src: &Rgb8, width: u32, height: u32) -> Result<Rgb8, MediaError> {
         let err = |e: &dyn std::fmt::Display| MediaError::Internal(format!("resize: {e}"));
-        let src_view =
-            fir::images::ImageRef::new(src.width, src.height, &src.data, fir::PixelType::U8x3)
+        // Typed to RGB8 rather than through `Resizer::resize`, which
+        // dispatches on the pixel type at run time and so compiles every
+        // pixel type's convolutions for every SIMD level: the typed call
+        // makes this crate's release build about three times quicker, with
+        // the same code running.
+        let src_view = fir::images::TypedImageRef::<fir::pixels::U8x3>::from_buffer(
+            src.width, src.height, &src.data,
+        )
+        .map_err(|e| err(&e))?;
+        let mut out = vec![0u8; width as usize * height as usize * 3];
+        let mut dst =
+            fir::images::TypedImage::<fir::pixels::U8x3>::from_buffer(width, height, &mut out)
                 .map_err(|e| err(&e))?;
-        let mut dst = fir::images::Image::new(width, height, fir::PixelType::U8x3);
         self.inner
-            .resize(&src_view, &mut dst, &self.options)
+            .resize_typed(&src_view, &mut dst, &self.options)
             .map_err(|e| err(&e))?;
-        Rgb8::new(width, height, dst.into_vec())
+        Rgb8::new(width, height, out)
     }
 }
 
