@@ -8,6 +8,8 @@ mod postgres;
 mod queue;
 mod sql;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::error::Error as StdError;
 use std::sync::Arc;
