@@ -663,8 +663,14 @@ mod tests {
         }
     }
 
-    async fn settle() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Polls `done` until it holds: the feed is read by a task of its own,
+    /// which gets to run while this one waits.
+    async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done().await {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]
@@ -696,7 +702,8 @@ mod tests {
         assert_eq!(gets(), 2);
         // Live: the next read keeps a copy, and later ones are served from it.
         tx.send(Announcement::Live).await.unwrap();
-        settle().await;
+        let live = || caching.local_tier_live() == Some(true);
+        until("never live", async || live()).await;
         assert_eq!(read(2).await, Some(1));
         assert_eq!((read(2).await, read(2).await), (Some(1), Some(1)));
         assert_eq!(gets(), 3);
@@ -709,8 +716,8 @@ mod tests {
         tx.send(Announcement::Changed(vec![key.clone()]))
             .await
             .unwrap();
-        settle().await;
-        assert_eq!(read(2).await, Some(5));
+        // Reads served from the copy meanwhile cost no shared get.
+        until("the copy stayed", async || read(2).await == Some(5)).await;
         assert_eq!(gets(), 4);
         // This process changes it: the copy goes at once, and it is announced.
         caching.invalidate(std::slice::from_ref(&key)).await;
@@ -728,19 +735,19 @@ mod tests {
             .insert(key.clone(), Bytes::from_static(b"7"));
         // The feed breaks: no copy is served until it is live again.
         tx.send(Announcement::Lost).await.unwrap();
-        settle().await;
+        until("never lost", async || !live()).await;
         let before = gets();
         assert_eq!(read(9).await, Some(7));
         assert_eq!(gets(), before + 1);
         // A feed that ends for good is a lost one.
         tx.send(Announcement::Live).await.unwrap();
-        settle().await;
+        until("never live again", async || live()).await;
         assert_eq!(read(9).await, Some(7));
         let before = gets();
         assert_eq!(read(9).await, Some(7));
         assert_eq!(gets(), before);
         drop(tx);
-        settle().await;
+        until("an ended feed still live", async || !live()).await;
         assert_eq!(read(9).await, Some(7));
         assert_eq!(gets(), before + 1);
     }

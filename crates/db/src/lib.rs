@@ -10,6 +10,8 @@ mod queue;
 mod sql;
 mod sqlite;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::error::Error as StdError;
 use std::sync::Arc;

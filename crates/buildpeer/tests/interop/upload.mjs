@@ -1,5 +1,5 @@
 // Uploads one file to a tus endpoint with tus-js-client (the real browser
-// client, here under Node), for tests/tus_interop.rs.
+// client, here under Node), for tests/it/tus_interop.rs.
 //
 // node upload.mjs ENDPOINT TOKEN FILE PROJECT_ID CHUNK_SIZE STOP_AFTER [RESUME_URL]
 //   STOP_AFTER: 0 uploads everything; N > 0 aborts once at least N bytes are

@@ -1,4 +1,4 @@
-"""Uploads one file to a tus endpoint with tuspy, for tests/tus_interop.rs.
+"""Uploads one file to a tus endpoint with tuspy, for tests/it/tus_interop.rs.
 
 python3 upload.py ENDPOINT TOKEN FILE PROJECT_ID CHUNK_SIZE STOP_AFTER [RESUME_URL]
   STOP_AFTER: 0 uploads everything; N > 0 stops once at least N bytes are

@@ -77,8 +77,14 @@ mod tests {
         assert_eq!(map.get("a"), Some(1));
         assert_eq!(map.get("b"), Some(2));
         assert_eq!(map.get("z"), None, "a zero TTL keeps nothing");
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(map.get("b"), None, "expired");
+        // The map reads the system's monotonic clock: poll past the TTL
+        // rather than sleep a guess at it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while map.get("b").is_some() {
+            assert!(Instant::now() < deadline, "b never expired");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(map.get("a"), Some(1), "a 60 s entry outlived b's 20 ms");
         map.remove("a");
         assert_eq!(map.get("a"), None);
         map.insert("c".to_owned(), 4, Duration::from_secs(60));

@@ -2,9 +2,8 @@
 //! `/readyz` with its database check, `/metrics` (request-duration histogram
 //! labelled by route and status class, pool gauges), `/openapi.json` (3.1,
 //! every `/v1` path), the offline `/docs` page, and `X-Request-Id` handling.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use reqwest::Method;

@@ -6,9 +6,8 @@
 //! routes (404) and methods (405) as problem documents, `null` clearing a
 //! project code, archived projects refusing changes (409), and idempotent
 //! archiving.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use reqwest::Method;

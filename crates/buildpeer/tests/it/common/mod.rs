@@ -5,12 +5,14 @@
 //! `postgres`: the S3 server of `BUILDPEER_TEST_S3_URL`, as in production),
 //! an HTTP client bound to it, fixtures (tenants, users of each role) and
 //! assertions on problem documents. `process` drives the compiled binary as
-//! a child.
-#![allow(dead_code)]
+//! a child; `postgres_server` runs a PostgreSQL server of the test's own.
+//!
+//! What a test needs from outside the build (the PostgreSQL and S3 servers
+//! of scripts/test, tools) it asks `buildpeer_testkit` for: missing, the test
+//! skips, or fails under `CI=true`.
 
 pub mod postgres_server;
 pub mod process;
-pub mod redis;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,11 +28,11 @@ use buildpeer_core::blob::BlobStore;
 use buildpeer_core::clock::SystemClock;
 use buildpeer_core::ports::MetadataStore;
 use buildpeer_core::service::{CreateTenantInput, Deps};
+use buildpeer_db::testing;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret as _, SecretSlice, SecretString};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
 /// The environment variable naming the PostgreSQL server to create test
@@ -71,14 +73,14 @@ impl Backend {
     }
 }
 
-/// The S3 URL for the `postgres` variants, if configured.
+/// The S3 URL for the `postgres` variants, if configured (under `CI=true`
+/// it must be).
 pub fn s3_url() -> Option<String> {
-    std::env::var(S3_URL_ENV).ok().filter(|u| !u.is_empty())
+    buildpeer_testkit::required_env(S3_URL_ENV)
 }
 
 /// Turns each `async fn scenario(backend: Backend)` into a module with two
 /// tests, `scenario::sqlite` and `scenario::postgres`.
-#[macro_export]
 macro_rules! scenarios {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -100,14 +102,14 @@ macro_rules! scenarios {
 }
 
 /// Runs a scenario within [`SCENARIO_TIMEOUT`]; PostgreSQL variants are
-/// skipped (and say so) when no server is configured.
+/// skipped (and say so) when no server is configured, or fail under
+/// `CI=true`.
 pub async fn run_scenario<F, Fut>(backend: Backend, scenario: F)
 where
     F: FnOnce(Backend) -> Fut,
     Fut: Future<Output = ()>,
 {
-    if backend == Backend::Postgres && std::env::var_os(PG_URL_ENV).is_none() {
-        eprintln!("skipped: {PG_URL_ENV} unset");
+    if backend == Backend::Postgres && buildpeer_testkit::required_env(PG_URL_ENV).is_none() {
         return;
     }
     tokio::time::timeout(SCENARIO_TIMEOUT, scenario(backend))
@@ -120,25 +122,24 @@ where
 /// A database created for one test; dropped (connections and all) when this
 /// value is dropped, even while a failed assertion unwinds.
 pub struct PgDatabase {
-    admin_url: String,
+    /// The server's admin URL (`BUILDPEER_TEST_POSTGRES_URL`).
+    pub admin_url: String,
     pub name: String,
     pub url: String,
 }
 
 impl PgDatabase {
+    /// On the server of `BUILDPEER_TEST_POSTGRES_URL`, which the caller
+    /// has checked is set.
     pub async fn create() -> Self {
         let admin_url = std::env::var(PG_URL_ENV).expect("BUILDPEER_TEST_POSTGRES_URL");
+        // Optional: scripts/test sets a prefix of its own run, to drop what
+        // a killed run leaves behind.
         let prefix = std::env::var(PG_PREFIX_ENV).unwrap_or_else(|_| "bpt_".to_owned());
         let name = format!("{prefix}{}", Uuid::now_v7().simple()).to_lowercase();
-        let mut admin = PgConnection::connect(&admin_url)
+        let url = testing::create_database(&admin_url, &name)
             .await
-            .expect("connecting to the PostgreSQL admin URL");
-        sqlx::raw_sql(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
-            .execute(&mut admin)
-            .await
-            .expect("CREATE DATABASE");
-        let _ = admin.close().await;
-        let url = with_database(&admin_url, &name);
+            .expect("creating the test database");
         Self {
             admin_url,
             name,
@@ -161,14 +162,7 @@ impl Drop for PgDatabase {
                 return;
             };
             rt.block_on(async {
-                let work = async {
-                    let mut admin = PgConnection::connect(&admin_url).await?;
-                    let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
-                    sqlx::raw_sql(AssertSqlSafe(sql))
-                        .execute(&mut admin)
-                        .await?;
-                    admin.close().await
-                };
+                let work = testing::drop_database(&admin_url, &name);
                 match tokio::time::timeout(Duration::from_secs(15), work).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => eprintln!("could not drop test database {name}: {e}"),
@@ -178,19 +172,6 @@ impl Drop for PgDatabase {
         });
         let _ = dropped.join();
     }
-}
-
-/// The admin URL with its database path replaced.
-pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    format!("{}/{db}{query}", &base[..path])
 }
 
 // ---- The app under test ----------------------------------------------------
@@ -224,7 +205,6 @@ async fn second_service(config: &Config, blobs: Arc<dyn BlobStore>) -> Service {
 
 /// The real app, serving on 127.0.0.1 on a random port until dropped.
 pub struct TestApp {
-    pub backend: Backend,
     pub addr: SocketAddr,
     pub base_url: String,
     pub client: reqwest::Client,
@@ -298,7 +278,6 @@ impl TestApp {
             .build()
             .expect("HTTP client");
         Self {
-            backend,
             addr,
             base_url: format!("http://{addr}"),
             client,
@@ -322,44 +301,17 @@ impl TestApp {
             .is_some_and(|u| u.starts_with("s3:"))
     }
 
-    /// Counts the rows of `table` whose `upload_id` is `upload`, straight
-    /// from the app's database (SQLite file or PostgreSQL test database).
-    pub async fn count_upload_rows(&self, table: &str, upload: Uuid) -> i64 {
-        assert!(
-            table.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-            "not a table name: {table}"
-        );
-        let url = self.config.database.url.expose_secret().to_owned();
-        if self.config.database.is_sqlite() {
-            let sql = format!("SELECT COUNT(*) FROM {table} WHERE upload_id = ?1");
-            let mut conn = sqlx::SqliteConnection::connect(&url)
-                .await
-                .expect("connecting to the SQLite file");
-            let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-                .bind(upload)
-                .fetch_one(&mut conn)
-                .await
-                .expect("counting rows");
-            let _ = conn.close().await;
-            n
-        } else {
-            let sql = format!("SELECT COUNT(*) FROM {table} WHERE upload_id = $1");
-            let mut conn = PgConnection::connect(&url)
-                .await
-                .expect("connecting to the test database");
-            let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-                .bind(upload)
-                .fetch_one(&mut conn)
-                .await
-                .expect("counting rows");
-            let _ = conn.close().await;
-            n
-        }
+    /// The upload's processing jobs, counted straight from the app's
+    /// database (SQLite file or PostgreSQL test database).
+    pub async fn count_jobs_of_upload(&self, upload: Uuid) -> i64 {
+        testing::count_jobs_of_upload(self.config.database.url.expose_secret(), upload)
+            .await
+            .expect("counting the upload's jobs")
     }
 
-    /// The name of the test's PostgreSQL database, on that backend.
-    pub fn pg_name(&self) -> Option<&str> {
-        self.pg.as_ref().map(|db| db.name.as_str())
+    /// The test's PostgreSQL database, on that backend.
+    pub fn pg_database(&self) -> Option<&PgDatabase> {
+        self.pg.as_ref()
     }
 
     pub fn url(&self, path: &str) -> String {

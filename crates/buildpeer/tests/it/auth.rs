@@ -4,9 +4,8 @@
 //! every kind of bad login (body and, loosely, timing), disabled users
 //! (no login, no refresh, existing access token dead), and missing or
 //! garbage bearer tokens.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

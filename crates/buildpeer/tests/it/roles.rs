@@ -4,9 +4,8 @@
 //! use-cases say: 403 for a visible target the role may not act on, 404 for
 //! a project the caller may not even see. Also: an admin cannot demote or
 //! disable itself (422), and a role change applies to tokens already issued.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -9,9 +9,8 @@
 //! URLs (wrong length, type, method, key, signature, expiry), roles and
 //! tenant isolation, list filters and pages, trash, restore and purge, the
 //! expiry sweeper, metrics, and the local blob endpoint itself.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -704,7 +703,7 @@ async fn multipart_lifecycle(backend: Backend) {
     let pending = get_upload(&app, token, id).await;
     assert_eq!(pending["status"], "PENDING");
     assert!(pending["uploaded_at"].is_null());
-    assert_eq!(app.count_upload_rows("jobs", id).await, 0);
+    assert_eq!(app.count_jobs_of_upload(id).await, 0);
 
     let good = list(&[(1, e1), (2, e2), (3, e3)]);
     let resp = complete(&app, token, id, Some(&good)).await;
@@ -716,7 +715,7 @@ async fn multipart_lifecycle(backend: Backend) {
     let again = complete(&app, token, id, Some(&good)).await;
     again.assert_status(200);
     assert_eq!(again.json(), done);
-    assert_eq!(app.count_upload_rows("jobs", id).await, 1);
+    assert_eq!(app.count_jobs_of_upload(id).await, 1);
     assert_eq!(stored(&app, &key).await.map(|m| m.size), Some(20 * MIB));
 
     let got = download(&app, token, id).await;
@@ -752,7 +751,7 @@ async fn complete_is_checked_and_idempotent(backend: Backend) {
             .assert_problem(409, "upload_incomplete");
     }
     assert_eq!(get_upload(&app, token, id).await, before);
-    assert_eq!(app.count_upload_rows("jobs", id).await, 0);
+    assert_eq!(app.count_jobs_of_upload(id).await, 0);
     // Nothing to download yet.
     app.get(&format!("/v1/uploads/{id}/content"), token)
         .await
@@ -771,7 +770,7 @@ async fn complete_is_checked_and_idempotent(backend: Backend) {
         assert_eq!(again.json(), done);
     }
     assert_eq!(get_upload(&app, token, id).await, done);
-    assert_eq!(app.count_upload_rows("jobs", id).await, 1);
+    assert_eq!(app.count_jobs_of_upload(id).await, 1);
 
     // Racing completions of one upload: all succeed, one job.
     let other = noise(4096, 11);
@@ -799,7 +798,7 @@ async fn complete_is_checked_and_idempotent(backend: Backend) {
         })
         .collect();
     assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
-    assert_eq!(app.count_upload_rows("jobs", id).await, 1);
+    assert_eq!(app.count_jobs_of_upload(id).await, 1);
 }
 
 async fn idempotency_keys(backend: Backend) {
@@ -1652,7 +1651,7 @@ async fn trash_is_purged(backend: Backend) {
     let link = download_url(&app, token, id).await;
     let got = raw(app.client.get(&link)).await;
     assert_eq!(got.status, 200, "{got}");
-    assert_eq!(app.count_upload_rows("jobs", id).await, 1);
+    assert_eq!(app.count_jobs_of_upload(id).await, 1);
 
     // A multipart upload trashed half-way, while its URLs still work.
     let big = noise(10 * MIB as usize, 8);
@@ -1706,7 +1705,7 @@ async fn trash_is_purged(backend: Backend) {
         Err(e) => panic!("{e}"),
     }
     assert!(stored(&app, &key).await.is_none());
-    assert_eq!(app.count_upload_rows("jobs", id).await, 0);
+    assert_eq!(app.count_jobs_of_upload(id).await, 0);
     let gone = raw(app.client.get(&link)).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{gone}");
     assert!(!gone.leaks(&bytes[..64]));

@@ -3,9 +3,8 @@
 //! with mixes of A's and B's ids); each must answer 404 with exactly the body
 //! a random, non-existent id gets, and tenant A must be unchanged afterwards.
 //! B's lists never contain A's rows, and malformed ids are 404 too.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp, TestTenant, TestUser};
 use reqwest::Method;

@@ -2,9 +2,8 @@
 //! PostgreSQL + S3): a completed upload is picked up by the worker and ends
 //! `COMPLETED` with metadata and thumbnails, or `FAILED` with a reason;
 //! without a worker it waits as `UPLOADED` and is processed once one starts.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -7,9 +7,8 @@
 //! transition) through the harness's second store handle, with a kind no
 //! worker runs (`test_job`), so an in-process worker can never race the
 //! test; the same handle plays the worker (claim, fail) to kill them.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,9 +3,8 @@
 //! page has `next_cursor: null`, the default page holds everything small,
 //! and `include_archived` filters projects (also across pages and for
 //! non-admin members).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use serde_json::Value;

@@ -1,7 +1,6 @@
 //! The real photos in ../shared/testdata/photos (see ATTRIBUTION.md there).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -76,14 +75,12 @@ fn orientation_sets_are_upright_and_alike() {
 
 #[test]
 fn gps_and_capture_time_match_exiftool() {
-    if Command::new("exiftool").arg("-ver").output().is_err() {
-        eprintln!(
-            "\n\n!!!!! exiftool is NOT installed: GPS oracle test SKIPPED (apt-get install libimage-exiftool-perl) !!!!!\n\n"
-        );
+    // Debian: libimage-exiftool-perl (scripts/test installs it).
+    let Some(exiftool) = buildpeer_testkit::required_tool("exiftool") else {
         return;
-    }
+    };
     let files = photos("jpeg/gps");
-    let out = Command::new("exiftool")
+    let out = Command::new(exiftool)
         .args([
             "-n",
             "-json",
@@ -248,11 +245,8 @@ fn heic_photos_make_both_sizes() {
 #[test]
 fn broken_photos_fail_cleanly_and_quickly() {
     for file in photos("jpeg/broken") {
-        let start = std::time::Instant::now();
-        let r = process(&read(&file), &default_sizes(), &Limits::default());
-        let took = start.elapsed();
-        assert!(took.as_secs() < 10, "{}: took {took:?}", file.display());
-        match r {
+        let bytes = read(&file);
+        match without_hanging(move || process(&bytes, &default_sizes(), &Limits::default())) {
             Ok(p) => {
                 for d in &p.derivatives {
                     assert_clean_jpeg(&d.jpeg);

@@ -1,7 +1,7 @@
-//! Shared helpers (included with `mod common;`).
-#![allow(dead_code)]
+//! Shared helpers: the test photos, JPEG structure checks, a hang guard.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const PHOTOS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -23,6 +23,28 @@ pub fn photos(sub: &str) -> Vec<PathBuf> {
     v.sort();
     assert!(!v.is_empty(), "no files in {}", dir.display());
     v
+}
+
+/// How long one `process` call may take before the test calls it hung: far
+/// beyond any honest run, debug builds on a loaded machine included.
+const HANG: Duration = Duration::from_secs(60);
+
+/// Runs `f` on a thread of its own and returns what it returns; fails the
+/// test if it panics or is still running after [`HANG`] (a decompression
+/// bomb being decoded, a parser looping: the thread is left behind). A
+/// guard against hangs, not a speed claim.
+pub fn without_hanging<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(HANG) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("still running after {HANG:?}"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().expect_err("the worker panicked"))
+        }
+    }
 }
 
 pub fn read(p: &Path) -> Vec<u8> {

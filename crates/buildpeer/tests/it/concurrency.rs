@@ -4,9 +4,8 @@
 //! and the rest 409, racing membership additions to exactly one 201, and
 //! racing rotations of one refresh token to exactly one new pair (the
 //! losers count as reuse and end the session).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,10 +1,8 @@
 //! Generated inputs: sniffing, every format, bombs and garbage.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Cursor;
-use std::time::{Duration, Instant};
 
 use buildpeer_media::{DerivativeSpec, Format, Limits, MediaError, default_sizes, process, sniff};
 use common::*;
@@ -25,15 +23,13 @@ fn small_jpeg() -> Vec<u8> {
     read(&std::path::Path::new(PHOTOS).join("jpeg/orientation/landscape_1.jpg"))
 }
 
-/// Fails within a second, without panicking, with the expected code.
+/// Fails without panicking or hanging, with the expected code (for the
+/// bombs, a code only the checks before decoding give: how fast is for
+/// benchmarks to say).
 fn fails_fast(bytes: &[u8], code: &str) -> MediaError {
-    let start = Instant::now();
-    let e = process(bytes, &default_sizes(), &Limits::default()).unwrap_err();
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        start.elapsed()
-    );
+    let bytes = bytes.to_vec();
+    let e =
+        without_hanging(move || process(&bytes, &default_sizes(), &Limits::default())).unwrap_err();
     assert_eq!(e.code(), code, "{e}");
     assert!(!e.is_retryable());
     assert!(!e.to_string().is_empty());
@@ -294,9 +290,7 @@ fn truncated_garbage_and_empty_input_fail_cleanly() {
     ] {
         let mut bytes = magic.to_vec();
         bytes.extend_from_slice(&random[..4096]);
-        let start = Instant::now();
-        let _ = process(&bytes, &default_sizes(), &Limits::default());
-        assert!(start.elapsed() < Duration::from_secs(2));
+        let _ = without_hanging(move || process(&bytes, &default_sizes(), &Limits::default()));
     }
     // A JPEG cut anywhere after its header: a (partly grey) picture or corrupt_file.
     for cut in [jpeg.len() / 4, jpeg.len() / 2, jpeg.len() - 10] {
@@ -375,11 +369,5 @@ fn pdf_page_count_without_derivatives() {
     for _ in 0..200_000 {
         flood.extend_from_slice(b"<< /Type /Pages /Count 1 ");
     }
-    let start = Instant::now();
-    let _ = process(&flood, &[], &Limits::default()).unwrap();
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
+    without_hanging(move || process(&flood, &[], &Limits::default())).unwrap();
 }

@@ -1,9 +1,8 @@
 //! tus 1.0 resumable uploads over real HTTP on both deployments: SQLite +
 //! the local disk (staging files) and PostgreSQL + S3 (multipart uploads
 //! with a parts ledger and tail objects).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -169,7 +168,7 @@ async fn core_protocol(backend: Backend) {
     up.assert_status(200);
     assert_eq!(up.json()["status"], "UPLOADED");
     assert_eq!(up.json()["size"], 300_000);
-    assert_eq!(app.count_upload_rows("jobs", id).await, 1);
+    assert_eq!(app.count_jobs_of_upload(id).await, 1);
 
     // Defer-length and creation-with-upload.
     let r = app
@@ -641,7 +640,7 @@ async fn concatenation(backend: Backend) {
     let up = app.get(&format!("/v1/uploads/{id_f}"), token).await;
     assert_eq!(up.json()["status"], "UPLOADED", "{up}");
     assert_eq!(up.json()["size"], a.len() + b.len());
-    assert_eq!(app.count_upload_rows("jobs", id_f).await, 1);
+    assert_eq!(app.count_jobs_of_upload(id_f).await, 1);
     let got = download(&app, token, id_f).await;
     assert!(got == [a.as_slice(), b.as_slice()].concat(), "not A then B");
 

@@ -5,9 +5,8 @@
 //! from the dead-letter queue and a healthy worker completes it. Each worker
 //! stops cleanly on SIGTERM. A worker with `BUILDPEER_WORKER_OPS_LISTEN`
 //! serves its own health, readiness and metrics.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
