@@ -9,81 +9,15 @@
 use crate::common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::process::{DemoAdmin, Server, serve_env};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use common::process::{AdminApi, Server, serve_env, worker_env};
+use serde_json::Value;
 
 const PHOTO: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/testdata/photos/jpeg/gps/DSCN0025.jpg"
 );
-
-struct Api {
-    base: String,
-    token: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut rb = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let resp = rb.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    /// Polls `path` until `pred` holds.
-    async fn until(&self, what: &str, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let v = self.get(path).await;
-            if pred(&v) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-async fn login(server: &Server, addr: SocketAddr) -> Api {
-    let base = format!("http://{addr}");
-    let admin = DemoAdmin::login(server, &base).await;
-    Api {
-        base,
-        token: admin.token,
-        client: admin.client,
-    }
-}
-
-fn worker_env(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = serve_env(data_dir);
-    env.push(("BUILDPEER_JOB_RETRY_BASE_MS".into(), "100".into()));
-    env.push(("BUILDPEER_WORKER_CONCURRENCY".into(), "2".into()));
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    env
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_and_retry_across_processes() {
@@ -91,45 +25,11 @@ async fn dead_letter_and_retry_across_processes() {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Server::spawn(&["--no-worker"], &serve_env(dir.path()));
         let addr = server.wait_listening().await;
-        let api = login(&server, addr).await;
-        let project = api
-            .call(
-                reqwest::Method::POST,
-                "/v1/projects",
-                Some(json!({"name": "Obra"})),
-            )
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-
+        let api = AdminApi::login(&server, addr).await;
+        let project = api.create_project("Obra").await;
         let bytes = std::fs::read(PHOTO).unwrap();
-        let sha: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let started = api
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/projects/{project}/uploads"),
-                Some(json!({"filename": "obra.jpg", "content_type": "image/jpeg",
-                            "size": bytes.len(), "sha256": sha})),
-            )
-            .await;
-        let instr = &started["upload"];
-        let mut put = api.client.put(instr["url"].as_str().unwrap());
-        for (k, v) in instr["headers"].as_object().unwrap() {
-            put = put.header(k.as_str(), v.as_str().unwrap());
-        }
-        assert!(put.body(bytes).send().await.unwrap().status().is_success());
-        let id = started["id"].as_str().unwrap().to_owned();
+        let id = api.upload(&project, "obra.jpg", "image/jpeg", bytes).await;
         let upload_path = format!("/v1/uploads/{id}");
-        api.call(
-            reqwest::Method::POST,
-            &format!("{upload_path}/complete"),
-            None,
-        )
-        .await;
         // No worker in the API process: it waits.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(api.get(&upload_path).await["status"], "UPLOADED");
@@ -180,13 +80,7 @@ async fn dead_letter_and_retry_across_processes() {
         healthy
             .wait_for_log("the worker to start", |v| v["message"] == "worker started")
             .await;
-        let retried = api
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/admin/jobs/{job}/retry"),
-                None,
-            )
-            .await;
+        let retried = api.post(&format!("/v1/admin/jobs/{job}/retry")).await;
         assert_eq!(retried["state"], "queued", "{retried}");
         let done = api
             .until("the upload to complete", &upload_path, |u| {

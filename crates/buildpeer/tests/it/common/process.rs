@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -171,6 +171,12 @@ impl Server {
         }
     }
 
+    /// SIGKILL: the process dies where it stands, as an OOM kill leaves it.
+    pub async fn sigkill(&mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.wait_exit(Duration::from_secs(10)).await;
+    }
+
     /// SIGTERM, then a clean exit within a few seconds.
     pub async fn stop(&mut self) {
         self.sigterm();
@@ -255,4 +261,126 @@ impl DemoAdmin {
             .expect("the project");
         project["id"].as_str().expect("a project id").to_owned()
     }
+}
+
+/// `serve_env` for a `buildpeer worker` on the same data dir: quick retries,
+/// two jobs at once, and `extra` on top.
+pub fn worker_env(data_dir: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = serve_env(data_dir);
+    env.push(("BUILDPEER_JOB_RETRY_BASE_MS".into(), "100".into()));
+    env.push(("BUILDPEER_WORKER_CONCURRENCY".into(), "2".into()));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    env
+}
+
+/// The demo admin's API on a `serve` child process, for tests that drive
+/// uploads and the admin's job endpoints across processes.
+pub struct AdminApi {
+    pub base: String,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+impl AdminApi {
+    pub async fn login(server: &Server, addr: SocketAddr) -> Self {
+        let base = format!("http://{addr}");
+        let admin = DemoAdmin::login(server, &base).await;
+        Self {
+            base,
+            token: admin.token,
+            client: admin.client,
+        }
+    }
+
+    /// A successful call's JSON answer (`Null` for an empty body).
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut rb = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("answer");
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str) -> Value {
+        self.call(reqwest::Method::POST, path, None).await
+    }
+
+    /// Polls `path` until `pred` holds (slowly enough to stay inside the
+    /// admin's rate limit).
+    pub async fn until(&self, what: &str, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let v = self.get(path).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates a project named `name`; returns its id.
+    pub async fn create_project(&self, name: &str) -> String {
+        let body = serde_json::json!({ "name": name });
+        let project = self
+            .call(reqwest::Method::POST, "/v1/projects", Some(body))
+            .await;
+        project["id"].as_str().expect("a project id").to_owned()
+    }
+
+    /// Uploads `bytes` to `project` through a signed URL and completes the
+    /// upload; returns its id.
+    pub async fn upload(
+        &self,
+        project: &str,
+        filename: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> String {
+        use sha2::Digest as _;
+        let sha = hex_digest(&sha2::Sha256::digest(&bytes));
+        let body = serde_json::json!({"filename": filename, "content_type": content_type,
+                                      "size": bytes.len(), "sha256": sha});
+        let started = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/projects/{project}/uploads"),
+                Some(body),
+            )
+            .await;
+        let instr = &started["upload"];
+        let mut put = self
+            .client
+            .put(instr["url"].as_str().expect("a signed URL"));
+        for (k, v) in instr["headers"].as_object().expect("headers") {
+            put = put.header(k.as_str(), v.as_str().expect("a header value"));
+        }
+        let sent = put.body(bytes).send().await.expect("PUT");
+        assert!(sent.status().is_success(), "PUT: {}", sent.status());
+        let id = started["id"].as_str().expect("an upload id").to_owned();
+        self.post(&format!("/v1/uploads/{id}/complete")).await;
+        id
+    }
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
