@@ -168,8 +168,7 @@ async fn on_postgres<F>(scenario: impl FnOnce(Ctx) -> F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let Ok(admin_url) = std::env::var("BUILDPEER_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: BUILDPEER_TEST_POSTGRES_URL is not set");
+    let Some(admin_url) = buildpeer_testkit::required_env("BUILDPEER_TEST_POSTGRES_URL") else {
         return;
     };
     let prefix = std::env::var("BUILDPEER_TEST_DB_PREFIX").unwrap_or_else(|_| "bpt_".into());
