@@ -14,13 +14,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::process::{AdminApi, Server, serve_env, worker_env};
+use common::process::{self, Server, worker_env};
 use serde_json::Value;
-
-const PHOTO: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/testdata/photos/jpeg/gps/DSCN0025.jpg"
-);
 
 /// An S3 endpoint that takes connections and never answers them.
 async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
@@ -42,13 +37,7 @@ async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
 async fn a_job_that_kills_every_worker_fails_its_upload_and_can_be_retried() {
     tokio::time::timeout(Duration::from_secs(150), async {
         let dir = tempfile::tempdir().unwrap();
-        let mut server = Server::spawn(&["--no-worker"], &serve_env(dir.path()));
-        let addr = server.wait_listening().await;
-        let api = AdminApi::login(&server, addr).await;
-        let project = api.create_project("Obra").await;
-        let bytes = std::fs::read(PHOTO).unwrap();
-        let id = api.upload(&project, "obra.jpg", "image/jpeg", bytes).await;
-        let upload_path = format!("/v1/uploads/{id}");
+        let (mut server, api, upload_path) = process::upload_for_a_worker(dir.path()).await;
         let job = api
             .until("the processing job", "/v1/admin/jobs", |l| {
                 l["items"].as_array().is_some_and(|i| i.len() == 1)

@@ -11,25 +11,14 @@ use crate::common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::process::{AdminApi, Server, serve_env, worker_env};
+use common::process::{self, Server, worker_env};
 use serde_json::Value;
-
-const PHOTO: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/testdata/photos/jpeg/gps/DSCN0025.jpg"
-);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_and_retry_across_processes() {
     tokio::time::timeout(Duration::from_secs(150), async {
         let dir = tempfile::tempdir().unwrap();
-        let mut server = Server::spawn(&["--no-worker"], &serve_env(dir.path()));
-        let addr = server.wait_listening().await;
-        let api = AdminApi::login(&server, addr).await;
-        let project = api.create_project("Obra").await;
-        let bytes = std::fs::read(PHOTO).unwrap();
-        let id = api.upload(&project, "obra.jpg", "image/jpeg", bytes).await;
-        let upload_path = format!("/v1/uploads/{id}");
+        let (mut server, api, upload_path) = process::upload_for_a_worker(dir.path()).await;
         // No worker in the API process: it waits.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(api.get(&upload_path).await["status"], "UPLOADED");

@@ -277,6 +277,24 @@ pub fn worker_env(data_dir: &Path, extra: &[(&str, &str)]) -> Vec<(String, Strin
     env
 }
 
+/// A camera photo with GPS, which processing completes with two thumbnails.
+const GPS_PHOTO: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/testdata/photos/jpeg/gps/DSCN0025.jpg"
+);
+
+/// `buildpeer serve --no-worker` on `data_dir`, and the path of a photo the
+/// demo admin uploaded and completed there: it waits for a worker process.
+pub async fn upload_for_a_worker(data_dir: &Path) -> (Server, AdminApi, String) {
+    let server = Server::spawn(&["--no-worker"], &serve_env(data_dir));
+    let addr = server.wait_listening().await;
+    let api = AdminApi::login(&server, addr).await;
+    let project = api.create_project("Obra").await;
+    let bytes = std::fs::read(GPS_PHOTO).expect("the test photo");
+    let id = api.upload(&project, "obra.jpg", "image/jpeg", bytes).await;
+    (server, api, format!("/v1/uploads/{id}"))
+}
+
 /// The demo admin's API on a `serve` child process, for tests that drive
 /// uploads and the admin's job endpoints across processes.
 pub struct AdminApi {
