@@ -11,6 +11,8 @@ pub struct PostgresServer {
     pub port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// The postmaster's options (port, socket dir, …), for every start.
+    opts: String,
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin`.
@@ -42,10 +44,15 @@ impl PostgresServer {
             .prefix("buildpeer-pg-")
             .tempdir()
             .expect("temp dir");
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=50",
+            dir.path().display()
+        );
         let server = Self {
             port,
             dir,
             bin: bin_dir(),
+            opts,
         };
         if is_root() {
             let ok = Command::new("chown")
@@ -69,24 +76,7 @@ impl PostgresServer {
                 "--no-instructions",
             ],
         );
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=50",
-            server.dir.path().display()
-        );
-        let log = server.dir.path().join("log");
-        server.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "start",
-            ],
-        );
+        server.start_again();
         server
     }
 
@@ -129,21 +119,33 @@ impl PostgresServer {
     /// A fast restart (`pg_ctl restart -m fast`): every session is ended,
     /// the server stops and starts again; returns once it accepts
     /// connections.
-    pub fn restart(&self) {
-        // The log file again: without it the new postmaster would write to
-        // (and hold open) this process' pipes.
+    /// Stops the server the way an administrator's restart does: open
+    /// connections are cut (fast shutdown), and it refuses new ones until
+    /// `start_again`.
+    pub fn stop(&self) {
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    /// Starts the server on its data dir and port (again, after `stop`).
+    pub fn start_again(&self) {
+        // The log file, not our pipes: the postmaster would hold them open.
         let log = self.dir.path().join("log");
+        let data = self.data();
         self.run(
             "pg_ctl",
             &[
                 "-D",
-                self.data().to_str().unwrap(),
+                data.to_str().unwrap(),
+                "-o",
+                &self.opts,
                 "-l",
                 log.to_str().unwrap(),
-                "-m",
-                "fast",
                 "-w",
-                "restart",
+                "start",
             ],
         );
     }
