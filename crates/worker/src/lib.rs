@@ -78,9 +78,12 @@ pub async fn run(service: Service, settings: WorkerSettings, mut stop: watch::Re
             continue;
         }
         for job in jobs {
-            // No more were claimed than there were free slots, and only this
-            // loop takes them: the permit is there.
-            let permit = Arc::clone(&slots).try_acquire_owned();
+            // No more were claimed than there were free slots and only this
+            // loop takes them, so this does not wait; the semaphore is never
+            // closed, so it does not fail either.
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                break;
+            };
             let service = service.clone();
             let give_back = stopped_for(stop.clone(), settings.grace);
             running.spawn(async move {
