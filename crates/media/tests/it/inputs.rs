@@ -329,7 +329,8 @@ fn pdf_page_count_without_derivatives() {
     assert_eq!(p.metadata.page_count, Some(3));
     assert!(p.derivatives.is_empty());
 
-    // A two-level page tree: the root's count, not a child's.
+    // A page tree whose counts say 12 and hold no page: no count (a count
+    // is never taken from `/Count`, only from the pages reached).
     let tree = b"%PDF-1.7\n2 0 obj\n<</Type/Pages/Kids[4 0 R 5 0 R]/Count 12>>\nendobj\n\
         4 0 obj\n<</Type/Pages/Parent 2 0 R/Kids[]/Count 7>>\nendobj\n\
         5 0 obj\n<</Type/Pages/Parent 2 0 R/Kids[]/Count 5>>\nendobj\n%%EOF\n";
@@ -338,12 +339,13 @@ fn pdf_page_count_without_derivatives() {
             .unwrap()
             .metadata
             .page_count,
-        Some(12)
+        None
     );
 
-    // PDF 1.5 object streams: the page tree is compressed.
+    // PDF 1.5 object streams: the page tree is compressed, and its one page
+    // is counted whatever `/Count` claims.
     let objs =
-        b"2 0 3 60\n<< /Type /Pages /Kids [3 0 R] /Count 42 >>\n<< /Type /Page /Parent 2 0 R >>";
+        b"2 0 3 43\n<< /Type /Pages /Kids [3 0 R] /Count 42 >>\n<< /Type /Page /Parent 2 0 R >>";
     let z = miniz_oxide::deflate::compress_to_vec_zlib(objs, 6);
     let mut pdf = format!(
         "%PDF-1.5\n7 0 obj\n<< /Type /ObjStm /N 2 /First 9 /Filter /FlateDecode /Length {} >>\nstream\n",
@@ -357,7 +359,7 @@ fn pdf_page_count_without_derivatives() {
             .unwrap()
             .metadata
             .page_count,
-        Some(42)
+        Some(1)
     );
 
     // No page tree at all: no count, still a PDF.
