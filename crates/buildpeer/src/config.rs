@@ -28,7 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
         BUILDPEER_MULTIPART_THRESHOLD, BUILDPEER_UPLOAD_URL_TTL, BUILDPEER_TRASH_RETENTION_DAYS, \
         BUILDPEER_SWEEP_INTERVAL, BUILDPEER_NO_WORKER, BUILDPEER_WORKER_CONCURRENCY, \
         BUILDPEER_THUMBNAIL_SIZES, BUILDPEER_JOB_TIMEOUT, BUILDPEER_JOB_RETRY_BASE_MS, BUILDPEER_MAX_PIXELS, \
-        BUILDPEER_MAX_PROCESSING_SIZE, BUILDPEER_REDIS_URL, BUILDPEER_REDIS_PREFIX, BUILDPEER_RATE_USER_PER_MINUTE, \
+        BUILDPEER_MAX_PROCESSING_SIZE, BUILDPEER_WORKER_MEMORY_BUDGET, BUILDPEER_REDIS_URL, BUILDPEER_REDIS_PREFIX, BUILDPEER_RATE_USER_PER_MINUTE, \
         BUILDPEER_RATE_USER_BURST, BUILDPEER_RATE_TENANT_PER_MINUTE, BUILDPEER_RATE_TENANT_BURST, \
         BUILDPEER_RATE_LOGIN_ACCOUNT_PER_MINUTE, BUILDPEER_RATE_LOGIN_IP_PER_MINUTE (see `buildpeer <COMMAND> --help`)."
 )]
@@ -288,6 +288,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "BUILDPEER_JOB_LEASE_SECS", default_value_t = 60)]
     pub job_lease_secs: u64,
 
+    /// Memory the files processed at once in this process may hold
+    /// (originals and decoding), e.g. 160MiB; a file that needs more fails
+    /// with `image_too_large`, one that needs more than is free waits.
+    #[arg(long, env = "BUILDPEER_WORKER_MEMORY_BUDGET", default_value = "160MiB", value_parser = parse_size)]
+    pub memory_budget: u64,
+
     /// Originals above this size get no metadata or derivatives (only their type), e.g. 256MiB.
     #[arg(long, env = "BUILDPEER_MAX_PROCESSING_SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub max_processing_size: u64,
@@ -316,6 +322,7 @@ impl WorkerArgs {
             },
             max_input_bytes: self.max_processing_size,
             time_cap: Duration::from_secs(self.job_timeout.max(1)),
+            memory_budget: self.memory_budget,
         };
         Ok(ProcessingConfig {
             worker,

@@ -1,11 +1,14 @@
 //! The media port's adapter: `buildpeer-media` (pure CPU) on the blocking
-//! pool, at most `concurrency` at once, each under the per-job time cap.
+//! pool, at most `concurrency` at once, each under the per-job time cap,
+//! with the process's memory budget.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use buildpeer_core::media::{Derivative, MediaFailure, MediaOutput, MediaProcessor};
+use buildpeer_core::media::{
+    Derivative, MediaFailure, MediaOutput, MediaProcessor, MemoryBudget, Reservation,
+};
 use buildpeer_core::upload::{GpsPoint, MediaMetadata};
 use buildpeer_media::{DerivativeSpec, Limits};
 use bytes::Bytes;
@@ -19,7 +22,15 @@ pub struct MediaSettings {
     pub max_input_bytes: u64,
     /// Per-file time cap.
     pub time_cap: Duration,
+    /// What all the files processed at once in this process may hold
+    /// (originals and decoding), in bytes.
+    pub memory_budget: u64,
 }
+
+/// The default memory budget: with the rest of `buildpeer serve` (about
+/// 50 MiB at its peak on the embedded default), the process stays under
+/// 256 MiB whatever is uploaded.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 160 << 20;
 
 impl Default for MediaSettings {
     fn default() -> Self {
@@ -28,24 +39,33 @@ impl Default for MediaSettings {
             limits: Limits::default(),
             max_input_bytes: 256 << 20,
             time_cap: Duration::from_secs(30),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
 }
 
 pub struct Media {
     settings: Arc<MediaSettings>,
-    /// Decodes at once: each can hold a decoded image (up to the limits'
-    /// `max_alloc`), so this bounds the worker's memory, whatever the number
-    /// of jobs waiting on storage.
+    /// Decodes at once: the CPU they may take (their memory is the
+    /// budget's business).
     slots: Semaphore,
+    budget: MemoryBudget,
 }
 
 impl Media {
     pub fn new(settings: MediaSettings, concurrency: usize) -> Self {
         Self {
+            budget: MemoryBudget::new(settings.memory_budget),
             settings: Arc::new(settings),
             slots: Semaphore::new(concurrency.max(1)),
         }
+    }
+}
+
+fn failure(e: &buildpeer_media::MediaError) -> MediaFailure {
+    MediaFailure {
+        code: e.code().to_owned(),
+        message: e.to_string(),
     }
 }
 
@@ -59,7 +79,20 @@ impl MediaProcessor for Media {
         buildpeer_media::sniff(head).map(|f| f.mime().to_owned())
     }
 
-    async fn process(&self, content: Bytes) -> Result<MediaOutput, MediaFailure> {
+    fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    fn plan(&self, content: &[u8]) -> Result<u64, MediaFailure> {
+        buildpeer_media::plan(content, &self.settings.sizes, &self.settings.limits)
+            .map_err(|e| failure(&e))
+    }
+
+    async fn process(
+        &self,
+        content: Bytes,
+        reservation: Reservation,
+    ) -> Result<MediaOutput, MediaFailure> {
         let internal = |message: String| MediaFailure {
             code: "internal_error".into(),
             message,
@@ -71,10 +104,13 @@ impl MediaProcessor for Media {
             .map_err(|e| internal(e.to_string()))?;
         let settings = self.settings.clone();
         let task = tokio::task::spawn_blocking(move || {
-            buildpeer_media::process(&content, &settings.sizes, &settings.limits)
+            let processed = buildpeer_media::process(&content, &settings.sizes, &settings.limits);
+            drop((content, reservation));
+            processed
         });
         // A decoder cannot be interrupted: past the cap, the job fails and the
-        // thread finishes (or not) on its own; its result is dropped.
+        // thread finishes (or not) on its own; its result is dropped, and its
+        // memory stays reserved until then.
         let processed = match tokio::time::timeout(self.settings.time_cap, task).await {
             Err(_) => {
                 return Err(MediaFailure {
@@ -86,12 +122,7 @@ impl MediaProcessor for Media {
                 });
             }
             Ok(Err(e)) => return Err(internal(e.to_string())),
-            Ok(Ok(Err(e))) => {
-                return Err(MediaFailure {
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
-                });
-            }
+            Ok(Ok(Err(e))) => return Err(failure(&e)),
             Ok(Ok(Ok(p))) => p,
         };
         let m = processed.metadata;

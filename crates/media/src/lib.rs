@@ -14,18 +14,28 @@
 //!   [`Limits::max_side`]) and the size of the one pixel buffer that will be
 //!   allocated ([`Limits::max_alloc`]) are checked before any pixel memory
 //!   exists, so a 50,000 × 50,000 PNG of a few KB or a JPEG header claiming
-//!   60000x60000 fails in microseconds with `image_too_large`. The `image`
-//!   crate's decoders also get explicit [`image::Limits`] (its default has
-//!   no width/height cap), and the whole pipeline runs under
+//!   60000x60000 fails in microseconds with `image_too_large`. The format
+//!   decoders also get explicit allocation limits, and the whole pipeline
+//!   runs under
 //!   [`std::panic::catch_unwind`] as a last line: a decoder bug becomes
-//!   `internal_error`, not a dead worker. The PDF page counter is a bounded
-//!   linear scan (capped matches, capped inflated bytes), not a full parser.
+//!   `internal_error`, not a dead worker. The PDF page counter walks the
+//!   page tree over a bounded object index (`pdf.rs`), not a full parser.
+//! * **Memory is planned.** [`plan`] says, from the header alone, what
+//!   [`process`] will allocate for a file (decoder buffers, the image the
+//!   derivatives come from, the derivatives, the EXIF reader's copy); the
+//!   worker takes that from its memory budget before decoding. Only the
+//!   first frame of an animation (GIF, WebP, APNG) and the first image of a
+//!   TIFF are ever decoded.
 //! * **Decode once, as small as possible.** The pixels are decoded one time,
 //!   at the smallest resolution that still serves the largest derivative.
 //!   For JPEG (by far the most common upload) that is libjpeg-turbo's
 //!   DCT-domain scaling: at 1/2, 1/4 or 1/8 the inverse DCT produces the
 //!   smaller image directly, so a 12 MP photo for a 1280 px preview costs a
 //!   quarter of the IDCT, colour conversion and memory of a full decode.
+//!   PNG, GIF and TIFF are decoded a row (a strip, a band of tiles) at a
+//!   time into a block shrinker (`shrink.rs`), so the full-size image never
+//!   exists; WebP and HEIC decoders produce whole frames, which go to the
+//!   shrinker row by row without a second full-size copy.
 //!   The rest is done by `fast_image_resize` (SIMD convolution, Lanczos3).
 //!   The derivatives are made largest first and each smaller one from the
 //!   previous larger one (1280 → 256 touches 1.6 MP instead of the source's
@@ -35,8 +45,9 @@
 //! * **Orientation last.** EXIF orientation (all eight) is applied to each
 //!   finished derivative, the cheapest place to rotate or flip. Width and
 //!   height in [`Metadata`] are the displayed size, after orientation. HEIF
-//!   carries its rotation in the container (`irot`/`imir`); libheif applies
-//!   it while decoding, so the EXIF tag is reported but not applied again.
+//!   carries its rotation in the container (`irot`), applied the same way
+//!   (a mirror or crop, `imir`/`clap`, is left to libheif); its EXIF tag is
+//!   reported but not applied again.
 //! * **Clean, plain output.** Derivatives are baseline JPEG (quality 82,
 //!   4:2:0) written by libjpeg-turbo from 8-bit sRGB pixels: CMYK/YCCK,
 //!   grayscale, 16-bit and alpha (composited on white) are converted first,
@@ -50,12 +61,16 @@
 //! machine code, `Display` a message for people.
 
 mod exif_meta;
+mod gif;
 mod heif;
 mod jpeg;
-mod other;
 mod pdf;
+mod png;
 mod raster;
+mod shrink;
 mod sniff;
+mod tiff;
+mod webp;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -239,25 +254,8 @@ pub fn process(
     sizes: &[DerivativeSpec],
     limits: &Limits,
 ) -> Result<Processed, MediaError> {
-    for s in sizes {
-        if s.max_side == 0 || s.max_side > MAX_DERIVATIVE_SIDE {
-            return Err(MediaError::InvalidSizes(format!(
-                "{}: max_side must be 1..={MAX_DERIVATIVE_SIDE}",
-                s.name
-            )));
-        }
-    }
-    match catch_unwind(AssertUnwindSafe(|| process_inner(bytes, sizes, limits))) {
-        Ok(r) => r,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "decoder panicked".to_owned());
-            Err(MediaError::Internal(msg))
-        }
-    }
+    check_sizes(sizes)?;
+    guarded(|| process_inner(bytes, sizes, limits))
 }
 
 fn process_inner(
@@ -278,30 +276,25 @@ fn process_inner(
         });
     }
 
-    let mut metadata = exif_meta::read(bytes);
-    let largest = sizes.iter().map(|s| s.max_side).max().unwrap_or(0);
+    let mut metadata = exif_meta::read(format, bytes);
+    let largest = largest(sizes);
 
     // Decode once, at the smallest size that serves `largest`.
-    let (decoded, full_w, full_h, apply_orientation) = match format {
-        Format::Jpeg => {
-            let (img, w, h) = jpeg::decode(bytes, largest, limits)?;
-            (img, w, h, true)
+    let (decoded, full_w, full_h, orientation) = match format {
+        // HEIF carries its rotation in the container (the EXIF tag is
+        // reported, not applied).
+        Format::Heif => heif::decode(bytes, largest, limits)?,
+        other => {
+            let (decoded, w, h) = match other {
+                Format::Jpeg => jpeg::decode(bytes, largest, limits)?,
+                Format::Png => png::decode(bytes, largest, limits)?,
+                Format::Gif => gif::decode(bytes, largest, limits)?,
+                Format::Tiff => tiff::decode(bytes, largest, limits)?,
+                Format::Webp => webp::decode(bytes, largest, limits)?,
+                Format::Heif | Format::Pdf => return Err(MediaError::UnsupportedType),
+            };
+            (decoded, w, h, metadata.orientation.unwrap_or(1))
         }
-        Format::Heif => {
-            let (img, w, h) = heif::decode(bytes, limits)?;
-            (img, w, h, false)
-        }
-        Format::Png | Format::Webp | Format::Gif | Format::Tiff => {
-            let (img, w, h) = other::decode(bytes, format, limits)?;
-            (img, w, h, true)
-        }
-        Format::Pdf => return Err(MediaError::UnsupportedType),
-    };
-
-    let orientation = if apply_orientation {
-        metadata.orientation.unwrap_or(1)
-    } else {
-        1
     };
     let swap = orientation >= 5;
     let (disp_w, disp_h) = if swap {
@@ -344,6 +337,107 @@ fn process_inner(
         metadata,
         derivatives: made.into_iter().flatten().collect(),
     })
+}
+
+/// What counting a PDF's pages may allocate: its object index and the
+/// inflated object streams it keeps, and the parser's stack.
+const PDF_MEMORY: u64 = pdf::MEMORY as u64 + (8 << 20);
+
+/// The side the largest derivative fits.
+fn largest(sizes: &[DerivativeSpec]) -> u32 {
+    sizes.iter().map(|s| s.max_side).max().unwrap_or(0)
+}
+
+/// What a decoder learns from the header alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Probe {
+    /// The stored size.
+    pub width: u32,
+    pub height: u32,
+    /// The size of the image the derivatives are made from: DCT-scaled
+    /// (JPEG) or block-shrunk (the others).
+    pub source: (u32, u32),
+    /// What the decoder allocates besides that image: its own buffers,
+    /// frames, planes and rows.
+    pub decoder_bytes: u64,
+}
+
+fn probe(format: Format, bytes: &[u8], largest: u32, limits: &Limits) -> Result<Probe, MediaError> {
+    match format {
+        Format::Jpeg => jpeg::probe(bytes, largest, limits),
+        Format::Heif => heif::probe(bytes, largest, limits),
+        Format::Png => png::probe(bytes, largest, limits),
+        Format::Gif => gif::probe(bytes, largest, limits),
+        Format::Tiff => tiff::probe(bytes, largest, limits),
+        Format::Webp => webp::probe(bytes, largest, limits),
+        Format::Pdf => Err(MediaError::UnsupportedType),
+    }
+}
+
+/// The bytes [`process`] will allocate for `bytes` beyond `bytes` itself,
+/// from the header only (nothing is decoded): the decoder's buffers, the
+/// image the derivatives are made from, the derivatives (resized, rotated,
+/// encoded) and the resizer's scratch, and the EXIF reader's copy. An
+/// image over the [`Limits`] fails here as it would in [`process`].
+///
+/// The figure is an upper bound of what the pipeline allocates itself;
+/// the worker takes it from its memory budget before decoding.
+pub fn plan(bytes: &[u8], sizes: &[DerivativeSpec], limits: &Limits) -> Result<u64, MediaError> {
+    check_sizes(sizes)?;
+    guarded(|| {
+        let format = sniff(bytes).ok_or(MediaError::UnsupportedType)?;
+        if format == Format::Pdf {
+            return Ok(PDF_MEMORY);
+        }
+        let exif = exif_meta::memory(format, bytes.len());
+        let probe = probe(format, bytes, largest(sizes), limits)?;
+        let (sw, sh) = probe.source;
+        let source = u64::from(sw) * u64::from(sh) * 3;
+        let mut derivatives = 0u64;
+        let mut scratch = 0u64;
+        for s in sizes {
+            let (tw, th) = raster::fit(probe.width, probe.height, s.max_side);
+            let (tw, th) = (u64::from(tw), u64::from(th));
+            // Resized, rotated and encoded (a JPEG is smaller than its pixels).
+            derivatives += tw * th * 3 * 3;
+            // The convolution's intermediate image: one pass done, at most
+            // the target width by the source height (or the other way).
+            scratch = scratch.max((tw * u64::from(sh)).max(u64::from(sw) * th) * 3);
+        }
+        Ok(probe
+            .decoder_bytes
+            .saturating_add(source)
+            .saturating_add(derivatives)
+            .saturating_add(scratch)
+            .saturating_add(exif))
+    })
+}
+
+/// Runs `f` catching a decoder's panic as `internal_error`.
+fn guarded<T>(f: impl FnOnce() -> Result<T, MediaError>) -> Result<T, MediaError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "decoder panicked".to_owned());
+            Err(MediaError::Internal(msg))
+        }
+    }
+}
+
+fn check_sizes(sizes: &[DerivativeSpec]) -> Result<(), MediaError> {
+    for s in sizes {
+        if s.max_side == 0 || s.max_side > MAX_DERIVATIVE_SIDE {
+            return Err(MediaError::InvalidSizes(format!(
+                "{}: max_side must be 1..={MAX_DERIVATIVE_SIDE}",
+                s.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks header dimensions against the limits: before anything is allocated.

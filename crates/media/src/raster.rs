@@ -116,17 +116,67 @@ pub(crate) fn orient(src: &Rgb8, o: u16) -> Rgb8 {
     }
 }
 
-/// Composites 8-bit RGBA on white.
-pub(crate) fn flatten_rgba(width: u32, height: u32, rgba: &[u8]) -> Result<Rgb8, MediaError> {
-    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
-    for px in rgba.chunks_exact(4) {
-        let a = u16::from(px[3]);
-        for &c in &px[..3] {
-            let v = (u16::from(c) * a + 255 * (255 - a) + 127) / 255;
-            out.push(v as u8);
+/// How the 8-bit samples of a decoder's row are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    Gray,
+    GrayAlpha,
+    Rgb,
+    Rgba,
+    /// Ink amounts (0 = no ink), as TIFF stores them.
+    Cmyk,
+}
+
+impl Layout {
+    pub fn channels(self) -> usize {
+        match self {
+            Layout::Gray => 1,
+            Layout::GrayAlpha => 2,
+            Layout::Rgb => 3,
+            Layout::Rgba | Layout::Cmyk => 4,
         }
     }
-    Rgb8::new(width, height, out)
+}
+
+/// One row of `layout` samples as RGB in `out` (cleared first); alpha is
+/// composited on white.
+pub(crate) fn row_to_rgb(layout: Layout, src: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let on_white = |c: u8, a: u8| -> u8 {
+        let (c, a) = (u16::from(c), u16::from(a));
+        ((c * a + 255 * (255 - a) + 127) / 255) as u8
+    };
+    match layout {
+        Layout::Rgb => out.extend_from_slice(src),
+        Layout::Gray => {
+            for &g in src {
+                out.extend_from_slice(&[g, g, g]);
+            }
+        }
+        Layout::GrayAlpha => {
+            for px in src.chunks_exact(2) {
+                let g = on_white(px[0], px[1]);
+                out.extend_from_slice(&[g, g, g]);
+            }
+        }
+        Layout::Rgba => {
+            for px in src.chunks_exact(4) {
+                out.extend_from_slice(&[
+                    on_white(px[0], px[3]),
+                    on_white(px[1], px[3]),
+                    on_white(px[2], px[3]),
+                ]);
+            }
+        }
+        Layout::Cmyk => {
+            for px in src.chunks_exact(4) {
+                let k = 255 - u16::from(px[3]);
+                for &c in &px[..3] {
+                    out.push((((255 - u16::from(c)) * k + 127) / 255) as u8);
+                }
+            }
+        }
+    }
 }
 
 /// CMYK (as libjpeg-turbo returns it: Adobe's inverted convention, where

@@ -20,6 +20,8 @@ scenarios!(
     checksum_is_verified,
     uploads_wait_for_a_worker,
     declared_type_mismatch_is_recorded,
+    over_the_memory_budget_fails_at_once,
+    files_wait_for_memory_without_using_attempts,
 );
 
 const PHOTOS: &str = concat!(
@@ -296,4 +298,64 @@ async fn declared_type_mismatch_is_recorded(backend: Backend) {
     assert_eq!(upload["content_type"], "image/png");
     assert_eq!(upload["detected_type"], "image/jpeg");
     assert_eq!(upload["type_mismatch"], true);
+}
+
+/// Every job of the upload's tenant, as the admin API lists them.
+async fn jobs(app: &TestApp, token: &str) -> Vec<Value> {
+    let body = app.get("/v1/admin/jobs?limit=100", token).await.json();
+    body["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// A 12 MP HEIC needs about 80 MiB to process (its plan): with a 16 MiB
+/// budget it never could, so it fails at once, on its first attempt,
+/// without being retried.
+async fn over_the_memory_budget_fails_at_once(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.run_worker = true;
+        c.processing.media.memory_budget = 16 << 20;
+    })
+    .await;
+    let (token, project) = setup(&app).await;
+    let bytes = photo("heic/iphone_13_pro_max.HEIC");
+    let id = send(&app, &token, project, "image/heic", &bytes, &bytes).await;
+    let upload = settled(&app, &token, id).await;
+    assert_eq!(upload["status"], "FAILED", "{upload}");
+    assert_eq!(upload["error"]["code"], "image_too_large", "{upload}");
+    let message = upload["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("budget of 16 MiB"), "{message}");
+    let jobs = jobs(&app, &token).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "dead");
+    assert_eq!(jobs[0]["attempts"], 1);
+}
+
+/// Three photos that each fit the budget but not together, on a worker
+/// that would run them at once: they take turns for memory, all complete,
+/// and no job needs a second attempt.
+async fn files_wait_for_memory_without_using_attempts(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.run_worker = true;
+        c.processing.worker.concurrency = 3;
+        c.processing.media.memory_budget = 100 << 20;
+    })
+    .await;
+    let (token, _) = setup(&app).await;
+    let bytes = photo("heic/iphone_13_pro_max.HEIC");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        // A project each: the same bytes in one project are de-duplicated.
+        let project = app.create_project(&token, &format!("Obra {i}")).await;
+        ids.push(send(&app, &token, project, "image/heic", &bytes, &bytes).await);
+    }
+    for id in ids {
+        let upload = settled(&app, &token, id).await;
+        assert_eq!(upload["status"], "COMPLETED", "{upload}");
+        assert_eq!(upload["metadata"]["width"], 3024, "{upload}");
+    }
+    let jobs = jobs(&app, &token).await;
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    for job in jobs {
+        assert_eq!(job["state"], "done", "{job}");
+        assert_eq!(job["attempts"], 1, "{job}");
+    }
 }

@@ -1,9 +1,15 @@
 //! Processing an upload: the use-case a `process_upload` job runs.
 //!
-//! `UPLOADED → PROCESSING`, read the original once (SHA-256 as it streams,
-//! the bytes kept in memory up to the media port's input cap), sniff and
-//! process it, store the derivatives next to the original, then
-//! `PROCESSING → COMPLETED` with the metadata. Every step can run again: a
+//! `UPLOADED → PROCESSING`, read the original (SHA-256 as it streams, the
+//! bytes kept in memory up to the media port's input cap), sniff and process
+//! it, store the derivatives next to the original, then
+//! `PROCESSING → COMPLETED` with the metadata.
+//!
+//! Memory: the original's bytes and what its processing will allocate (the
+//! media port's `plan`, from the header) are taken from the process-wide
+//! `MemoryBudget` before decoding. More than the whole budget fails at once
+//! (`image_too_large`); more than is free now waits, holding nothing, in
+//! the same run (no attempt is used), and reads the original again. Every step can run again: a
 //! run that died half-way is started over by the next claim, derivatives are
 //! overwritten with the same bytes, and the final update only applies to an
 //! upload still `PROCESSING`.
@@ -26,7 +32,7 @@ use super::jobs::{Handler, Outcome, ProcessUpload};
 use crate::blob::{BlobError, ObjectKey};
 use crate::error::StoreError;
 use crate::ids::UploadId;
-use crate::media::MediaFailure;
+use crate::media::{MediaFailure, Reservation};
 use crate::queue::Job;
 use crate::upload::{Processed, Thumbnail, Upload, UploadFailure};
 
@@ -168,41 +174,44 @@ impl Service {
             code: "internal",
             message: e.message,
         })?;
-        let (detected_type, content) = self.read_original(&upload, &original).await?;
-        let processed = match content {
-            Some(bytes) => {
-                let output = self.media.process(bytes).await?;
-                let mut thumbnails = Vec::with_capacity(output.derivatives.len());
-                for d in output.derivatives {
-                    let key = ObjectKey::derivative(tenant, upload.project_id, id, &d.name);
-                    let bytes = d.jpeg.len() as u64;
-                    let body = futures_util::stream::once(async move { Ok(d.jpeg) }).boxed();
-                    self.blobs
-                        .put(&key, "image/jpeg", body)
-                        .await
-                        .map_err(blob_error)?;
-                    thumbnails.push(Thumbnail {
-                        name: d.name,
-                        width: d.width,
-                        height: d.height,
-                        bytes,
-                        object_key: key.as_str().to_owned(),
-                    });
-                }
-                let taken_at = output.metadata.taken_at.as_deref().and_then(parse_taken_at);
-                Processed {
-                    detected_type: output.detected_type,
-                    metadata: output.metadata,
-                    thumbnails,
-                    taken_at,
-                }
+        // Too large to hold (over the input cap or the whole memory budget):
+        // only typed.
+        let whole = upload.size <= self.media.max_input_bytes()
+            && upload.size <= self.media.budget().total();
+        let processed = if whole {
+            let (bytes, reservation) = self.read_within_budget(&upload, &original).await?;
+            let output = self.media.process(bytes, reservation).await?;
+            let mut thumbnails = Vec::with_capacity(output.derivatives.len());
+            for d in output.derivatives {
+                let key = ObjectKey::derivative(tenant, upload.project_id, id, &d.name);
+                let bytes = d.jpeg.len() as u64;
+                let body = futures_util::stream::once(async move { Ok(d.jpeg) }).boxed();
+                self.blobs
+                    .put(&key, "image/jpeg", body)
+                    .await
+                    .map_err(blob_error)?;
+                thumbnails.push(Thumbnail {
+                    name: d.name,
+                    width: d.width,
+                    height: d.height,
+                    bytes,
+                    object_key: key.as_str().to_owned(),
+                });
             }
-            None => Processed {
-                detected_type,
+            let taken_at = output.metadata.taken_at.as_deref().and_then(parse_taken_at);
+            Processed {
+                detected_type: output.detected_type,
+                metadata: output.metadata,
+                thumbnails,
+                taken_at,
+            }
+        } else {
+            Processed {
+                detected_type: self.read_original(&upload, &original, false).await?.0,
                 metadata: Default::default(),
                 thumbnails: Vec::new(),
                 taken_at: None,
-            },
+            }
         };
         if processed.type_mismatch(&upload.content_type) {
             tracing::info!(
@@ -222,17 +231,66 @@ impl Service {
         Ok(())
     }
 
+    /// The original in memory with the budget its processing needs: the
+    /// bytes are reserved before they are read, the plan's memory after
+    /// (it needs the header). If the plan's memory is not free now, all is
+    /// given back and the whole is waited for at once: a job never waits
+    /// while it holds memory, so jobs cannot wait for each other.
+    async fn read_within_budget(
+        &self,
+        upload: &Upload,
+        key: &ObjectKey,
+    ) -> Result<(Bytes, Reservation), RunError> {
+        let budget = self.media.budget();
+        let too_large = |need: u64| {
+            RunError::Permanent(UploadFailure {
+                code: "image_too_large".into(),
+                message: format!(
+                    "processing this file needs {} MiB of memory, more than the worker's budget of {} MiB",
+                    need.div_ceil(1 << 20),
+                    budget.total() >> 20
+                ),
+            })
+        };
+        let mut held = budget
+            .reserve(upload.size)
+            .await
+            .ok_or_else(|| too_large(upload.size))?;
+        let bytes = self.read_original(upload, key, true).await?.1;
+        let need = self.media.plan(&bytes)?;
+        let total = upload.size.saturating_add(need);
+        if total > budget.total() {
+            return Err(too_large(total));
+        }
+        if budget.try_grow(&mut held, need) {
+            return Ok((bytes, held));
+        }
+        drop((bytes, held));
+        metrics::counter!("worker_memory_waits_total").increment(1);
+        tracing::info!(
+            upload_id = %upload.id,
+            need_mib = total >> 20,
+            reserved_mib = budget.reserved() >> 20,
+            "waiting for worker memory"
+        );
+        let held = budget
+            .reserve(total)
+            .await
+            .ok_or_else(|| too_large(total))?;
+        let bytes = self.read_original(upload, key, true).await?.1;
+        Ok((bytes, held))
+    }
+
     /// Streams the original once. Sniffs its type from the first bytes
     /// (refusing anything outside the allowlist before reading further),
     /// hashes all of it against the declared SHA-256, and returns it whole
-    /// when it is small enough to process (`None` otherwise: it is then only
-    /// typed). Memory is bounded by the media port's input cap.
+    /// when `whole` (only its first bytes otherwise: it is then only typed).
     async fn read_original(
         &self,
         upload: &Upload,
         key: &ObjectKey,
-    ) -> Result<(String, Option<Bytes>), RunError> {
-        let whole = upload.size <= self.media.max_input_bytes();
+        whole: bool,
+    ) -> Result<(String, Bytes), RunError> {
         let (_, mut stream) = self.blobs.get(key, None).await.map_err(blob_error)?;
         let mut hasher = Sha256::new();
         let capacity = if whole {
@@ -280,7 +338,7 @@ impl Service {
                 ),
             }));
         }
-        Ok((detected, whole.then(|| buf.freeze())))
+        Ok((detected, buf.freeze()))
     }
 
     fn sniffed(&self, head: &[u8]) -> Result<String, RunError> {
