@@ -8,7 +8,12 @@
 //! works on a bare machine. Under `CI=true` (which `scripts/test` sets) a
 //! missing one fails the test instead: a run that was meant to be complete
 //! cannot pass by skipping.
+//!
+//! [`hostile`] is the hostile-file set (decompression bombs, loops,
+//! polyglots, truncations) both the media crate's and the server's suites
+//! run.
 
+pub mod hostile;
 mod redis;
 
 use std::path::PathBuf;
