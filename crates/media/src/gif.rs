@@ -9,7 +9,7 @@ use std::io::Cursor;
 use gif::{ColorOutput, DecodeOptions, MemoryLimit};
 
 use crate::raster::Rgb8;
-use crate::shrink::{Shrinker, shrunk_size};
+use crate::shrink::Shrinker;
 use crate::{Limits, MediaError, Probe, check_dimensions};
 
 const WHITE: [u8; 3] = [255, 255, 255];
@@ -50,12 +50,7 @@ pub(crate) fn probe(bytes: &[u8], largest: u32, limits: &Limits) -> Result<Probe
     if frame.interlaced {
         decoder_bytes += fw * fh;
     }
-    Ok(Probe {
-        width: w,
-        height: h,
-        source: shrunk_size(w, h, largest),
-        decoder_bytes,
-    })
+    Ok(Probe::shrunk(w, h, largest, decoder_bytes))
 }
 
 pub(crate) fn decode(

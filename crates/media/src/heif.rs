@@ -45,7 +45,7 @@ mod imp {
     use super::{Limits, MediaError, Probe, Rgb8};
     use crate::check_dimensions;
     use crate::raster::{Layout, row_to_rgb};
-    use crate::shrink::{Shrinker, shrunk_size};
+    use crate::shrink::Shrinker;
 
     /// libheif's and libde265's fixed allocations (a grid tile's picture,
     /// tables, the bitstream).
@@ -307,12 +307,12 @@ mod imp {
         if handle.has_alpha_channel() {
             tenths += sample;
         }
-        Ok(Probe {
-            width: w,
-            height: h,
-            source: shrunk_size(w, h, largest),
-            decoder_bytes: pixels * tenths / 10 + u64::from(w) * 3 * 4 + FIXED,
-        })
+        Ok(Probe::shrunk(
+            w,
+            h,
+            largest,
+            pixels * tenths / 10 + u64::from(w) * 3 * 4 + FIXED,
+        ))
     }
 
     /// Row `y` of a plane as 8-bit samples (wider ones by their high bits).

@@ -362,6 +362,18 @@ pub(crate) struct Probe {
     pub decoder_bytes: u64,
 }
 
+impl Probe {
+    /// A probe for a decoder whose rows go through the block shrinker.
+    pub(crate) fn shrunk(width: u32, height: u32, largest: u32, decoder_bytes: u64) -> Self {
+        Self {
+            width,
+            height,
+            source: shrink::shrunk_size(width, height, largest),
+            decoder_bytes,
+        }
+    }
+}
+
 fn probe(format: Format, bytes: &[u8], largest: u32, limits: &Limits) -> Result<Probe, MediaError> {
     match format {
         Format::Jpeg => jpeg::probe(bytes, largest, limits),

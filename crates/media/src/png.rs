@@ -9,7 +9,7 @@ use std::io::Cursor;
 use png::{BitDepth, ColorType, Decoder, Transformations};
 
 use crate::raster::{Layout, Rgb8, row_to_rgb};
-use crate::shrink::{Shrinker, shrunk_size};
+use crate::shrink::Shrinker;
 use crate::{Limits, MediaError, Probe, check_dimensions};
 
 fn map_err(e: png::DecodingError) -> MediaError {
@@ -62,12 +62,7 @@ pub(crate) fn probe(bytes: &[u8], largest: u32, limits: &Limits) -> Result<Probe
     if reader.info().interlaced {
         decoder_bytes += line * u64::from(h);
     }
-    Ok(Probe {
-        width: w,
-        height: h,
-        source: shrunk_size(w, h, largest),
-        decoder_bytes,
-    })
+    Ok(Probe::shrunk(w, h, largest, decoder_bytes))
 }
 
 pub(crate) fn decode(

@@ -11,7 +11,7 @@ use tiff::decoder::{ChunkType, Decoder, DecodingResult};
 use tiff::tags::Tag;
 
 use crate::raster::{Layout, Rgb8, row_to_rgb};
-use crate::shrink::{Shrinker, shrunk_size};
+use crate::shrink::Shrinker;
 use crate::{Limits, MediaError, Probe, check_dimensions};
 
 fn map_err(e: tiff::TiffError) -> MediaError {
@@ -108,12 +108,7 @@ pub(crate) fn probe(bytes: &[u8], largest: u32, limits: &Limits) -> Result<Probe
     if image.decoder.get_chunk_type() == ChunkType::Tile {
         decoder_bytes += u64::from(w) * ch * channels;
     }
-    Ok(Probe {
-        width: w,
-        height: h,
-        source: shrunk_size(w, h, largest),
-        decoder_bytes,
-    })
+    Ok(Probe::shrunk(w, h, largest, decoder_bytes))
 }
 
 /// A chunk's samples as 8 bits (16-bit ones by their high byte).

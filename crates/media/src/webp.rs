@@ -9,7 +9,7 @@ use std::io::Cursor;
 use image_webp::WebPDecoder;
 
 use crate::raster::{Layout, Rgb8, row_to_rgb};
-use crate::shrink::{Shrinker, shrunk_size};
+use crate::shrink::Shrinker;
 use crate::{Limits, MediaError, Probe, check_alloc, check_dimensions};
 
 fn map_err(e: image_webp::DecodingError) -> MediaError {
@@ -44,12 +44,7 @@ pub(crate) fn probe(bytes: &[u8], largest: u32, limits: &Limits) -> Result<Probe
         decoder_bytes += pixels * 4;
     }
     check_alloc(u64::from(w), u64::from(h), bpp, limits)?;
-    Ok(Probe {
-        width: w,
-        height: h,
-        source: shrunk_size(w, h, largest),
-        decoder_bytes,
-    })
+    Ok(Probe::shrunk(w, h, largest, decoder_bytes))
 }
 
 pub(crate) fn decode(
