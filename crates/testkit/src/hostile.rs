@@ -8,7 +8,7 @@
 //! Every file carries what processing should make of it ([`Expect`]) once
 //! the worker's memory is bounded and PDF metadata is no longer trusted, so
 //! the media crate's tests and the server's run the same table. Where more
-//! than one outcome is defensible the case says so in a `LEAD:` comment.
+//! than one outcome is defensible the case says why.
 //!
 //! The bombs are written without ever holding their decoded form: zlib
 //! streams repeat one sync-flushed deflate piece ([`Zlib`]), GIF's LZW is
@@ -702,12 +702,12 @@ fn jpeg_cases(set: &mut Set) {
     );
 
     // 1,000 progressive scans: libjpeg-turbo's scan limit (256) stops it.
-    // LEAD: corrupt_file today; limit_exceeded would be as fair.
+    // libjpeg-turbo's scan limit: the file's fault, so corrupt_file.
     set.add(
         "jpeg_progressive_1000_scans",
         J,
         jpeg_many_scans(1000),
-        Expect::FailedAny(&["corrupt_file", "limit_exceeded"]),
+        Expect::Failed("corrupt_file"),
     );
 
     // EXIF that loops (IFD0 is its own Exif, GPS and next IFD) or claims
@@ -879,8 +879,9 @@ fn png_cases(set: &mut Set) {
     );
     // Adam7: rows arrive in seven passes, so a row-by-row decoder has to
     // hold (or accumulate) the whole picture.
-    // LEAD: completing is the goal; image_too_large is the fallback if an
-    // interlaced PNG this size cannot be decoded within the budget.
+    // An interlaced PNG cannot be decoded a row at a time: the media crate
+    // alone (no budget) completes it, the worker's default budget cannot
+    // hold its 256 MB frame and says image_too_large.
     set.add(
         "png_adam7_8000x8000_rgba8",
         P,
@@ -989,7 +990,7 @@ fn gif_cases(set: &mut Set) {
         gif_frame(&mut many, left, top, 16, 16, &tile);
     }
     many.push(0x3B);
-    // LEAD: the first frame composed on its logical screen, as today.
+    // The first frame only, on its logical screen, a row at a time.
     set.add(
         "gif_10000x10000_2000_frames",
         G,
@@ -1173,10 +1174,9 @@ fn webp_cases(set: &mut Set) {
         TOO_LARGE,
     );
     // 100 megapixels in a few bytes of bitstream.
-    // LEAD: completing needs a WebP decoded a part at a time; image-webp
-    // decodes whole frames, so a worker whose budget cannot hold one says
-    // image_too_large (by the issue's rule). The media crate alone, which
-    // has no budget, completes it.
+    // image-webp decodes whole frames, so a worker whose budget cannot hold
+    // one says image_too_large (by the issue's rule). The media crate
+    // alone, which has no budget, completes it.
     set.add(
         "webp_vp8l_10000x10000",
         W,
@@ -1230,8 +1230,8 @@ fn webp_cases(set: &mut Set) {
         anmf.extend_from_slice(&frame_data);
         riff_chunk(&mut chunks, b"ANMF", &anmf);
     }
-    // LEAD: the first frame on its canvas, as today; image_too_large as
-    // above when the canvas cannot be held within the budget.
+    // The first frame on its canvas; image_too_large as above when the
+    // canvas cannot be held within the budget.
     set.add(
         "webp_anim_10000x10000_2000_frames",
         W,
@@ -1459,14 +1459,13 @@ fn tiff_cases(set: &mut Set) {
     t.extend_from_slice(&pixels);
     let fields = tiff_rgb_fields(64, 48, 1, 48, vec![8], vec![0xFFFF_FFF0]);
     t.extend_from_slice(&tiff_ifd(&fields, ifd_at, 0));
-    // LEAD: the tiff crate sizes its buffer by the byte count and says
-    // limit_exceeded; the count is past the end of the file, so corrupt_file
-    // is as fair.
+    // A byte count the file cannot hold: corrupt_file (checked before the
+    // tiff crate sizes a buffer by it).
     set.add(
         "tiff_strip_bytecount_4g",
         T,
         t,
-        Expect::FailedAny(&["corrupt_file", "limit_exceeded"]),
+        Expect::Failed("corrupt_file"),
     );
 
     // An IFD that claims 65,535 entries; three follow, then the file ends.
@@ -1655,8 +1654,8 @@ fn heic_cases(set: &mut Set) {
         patch_ispe(&tiled, 20_000, 20_000),
         TOO_LARGE,
     );
-    // LEAD: completing needs the grid decoded a tile at a time;
-    // image_too_large if the budget cannot.
+    // libheif 1.15 decodes a grid whole (no tile API): image_too_large when
+    // the budget cannot hold it, completed by the media crate alone.
     set.add(
         "heic_grid_10240x10240_one_tile",
         H,
@@ -1854,9 +1853,7 @@ fn pdf_cases(set: &mut Set) {
     );
 
     // A page tree 100,000 levels deep with one page at the bottom.
-    // LEAD: a depth limit stops the walk before the page; whether that is
-    // no count, a count of what was reached, or a failure is the walker's
-    // to decide. Today: the root's /Count, 1.
+    // The walk's depth limit (256) stops it before the page: no count.
     const DEPTH: u32 = 100_000;
     let mut deep = vec![
         catalog(),
@@ -1877,7 +1874,7 @@ fn pdf_cases(set: &mut Set) {
         "pdf_page_tree_100000_deep",
         D,
         pdf(&deep),
-        Expect::CompletedOrFailed(Meta::pdf(Pages::Any), &["corrupt_file", "limit_exceeded"]),
+        Expect::Completed(Meta::pdf(Pages::Absent)),
     );
 
     // Dictionaries nested 100,000 deep inside the root page-tree node: a
@@ -1887,8 +1884,7 @@ fn pdf_cases(set: &mut Set) {
         "<< /A ".repeat(100_000),
         " >>".repeat(100_000)
     );
-    // LEAD: one page if the walker skips what it does not need; a failure
-    // is acceptable, a crash is not.
+    // The walker skips what it does not need: one page.
     set.add(
         "pdf_nested_dicts_100000",
         D,
@@ -1920,8 +1916,8 @@ fn pdf_cases(set: &mut Set) {
         pages(1),
     );
     // The page tree only inside such a stream, before the gigabyte.
-    // LEAD: 1 if the walker reads the objects it needs from the start of
-    // the stream within its inflate cap; otherwise no count or a failure.
+    // The walker reads the objects it needs from the start of the stream,
+    // within its inflate cap: one page.
     set.add(
         "pdf_objstm_bomb_tree_inside",
         D,
@@ -1930,18 +1926,17 @@ fn pdf_cases(set: &mut Set) {
     );
 
     // No page tree at all.
-    // LEAD: no count (today); a walker reporting the 0 pages it reached is
-    // as fair.
+    // A tree that reaches no page: no count (every PDF has a page).
     set.add(
         "pdf_no_page_tree",
         D,
         pdf(&[(1, obj("<< /Type /Catalog >>"))]),
-        Expect::CompletedOrFailed(Meta::pdf(Pages::Absent), &["corrupt_file"]),
+        Expect::Completed(Meta::pdf(Pages::Absent)),
     );
 
     // Truncations of a plain three-page PDF.
-    // LEAD: today any prefix with %PDF- completes (the scan never fails);
-    // a walker that needs the cross-reference table may say corrupt_file.
+    // Any prefix with %PDF- completes, with the pages its objects reach (the
+    // object index is found by scanning, no cross-reference table needed).
     let base = pdf(&[
         catalog(),
         (
@@ -1985,7 +1980,8 @@ fn other_cases(set: &mut Set) {
     };
     set.add("svg_entity_bomb_as_jpeg", "image/jpeg", laughs, UNSUPPORTED);
     // A PDF header within the first KB makes it a PDF (as readers take it).
-    // LEAD: sniffing is not issue 18's; recorded so a change is noticed.
+    // A PDF header within the first KiB is a PDF (as readers accept it);
+    // recorded so a change in sniffing is noticed.
     let mut html_pdf = b"<html><body><!-- ".to_vec();
     html_pdf.extend_from_slice(b"%PDF-1.4 -->");
     html_pdf.extend_from_slice(HTML);
