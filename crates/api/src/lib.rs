@@ -2,6 +2,7 @@
 //! of `buildpeer_core::Service` and their results into JSON or problem
 //! documents. It holds no state of its own, so any number of replicas can run.
 
+mod drain;
 mod dto;
 mod error;
 mod extract;
@@ -290,8 +291,9 @@ fn router(service: Service, metrics: PrometheusHandle) -> Router {
 }
 
 /// What every router gets around its routes: problem documents for unknown
-/// routes and methods, the route layer, a 500 problem for a panic, and the
-/// request's telemetry outermost.
+/// routes and methods, the route layer, a 500 problem for a panic, the
+/// request's telemetry, and outermost the reading of what a refused request
+/// still sends (`drain.rs`).
 fn layered(routes: Router<AppState>, state: AppState) -> Router {
     let route_layer = axum::middleware::from_fn_with_state(state.clone(), per_route);
     routes
@@ -305,6 +307,7 @@ fn layered(routes: Router<AppState>, state: AppState) -> Router {
             },
         ))
         .layer(axum::middleware::from_fn(telemetry::track))
+        .layer(axum::middleware::from_fn(drain::refused_bodies))
         .with_state(state)
 }
 

@@ -21,6 +21,7 @@ scenarios!(
     bad_list_parameters,
     unknown_routes_and_methods,
     patch_semantics_and_archived_projects,
+    refused_bodies_are_read_before_the_answer,
 );
 
 /// Sends `body` as-is with the given content type.
@@ -611,4 +612,68 @@ async fn patch_semantics_and_archived_projects(backend: Backend) {
     );
     // Its members still see it.
     app.get(&path, worker.token()).await.assert_status(200);
+}
+
+/// Sends one request with a body of `len` bytes on `stream` and reads its
+/// answer's head and body (by its Content-Length).
+async fn exchange(stream: &mut tokio::net::TcpStream, head: &str, len: usize) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Sent in pieces, as a phone sends: the answer may come first.
+    let piece = vec![7u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < len {
+        let n = piece.len().min(len - sent);
+        if stream.write_all(&piece[..n]).await.is_err() {
+            break;
+        }
+        sent += n;
+    }
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "the answer ended early"
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap().to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    (head, body)
+}
+
+/// A request refused before its body is read (here 401: no token) is
+/// answered after the body has been read, so the client sees the answer
+/// and the connection stays usable; a body past the drain bound is answered
+/// with `Connection: close`.
+async fn refused_bodies_are_read_before_the_answer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let request = |len: usize| {
+        format!(
+            "PATCH /v1/tus/00000000-0000-7000-8000-000000000000 HTTP/1.1\r\nHost: x\r\n\
+             Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+             Content-Type: application/offset+octet-stream\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    let (head, body) = exchange(&mut stream, &request(1 << 20), 1 << 20).await;
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("unauthorized"));
+    // The same connection serves the next request.
+    let (head, _) = exchange(&mut stream, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 0).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+
+    // Past the bound: read no further, and say so.
+    let len = 9 << 20;
+    let (head, _) = exchange(&mut stream, &request(len), len).await;
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
 }
