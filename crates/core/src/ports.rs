@@ -510,6 +510,9 @@ pub trait TusStore: Send + Sync {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Pending uploads whose bytes are all stored (offset = length) and
+    /// whose lease is free at `now`: left unfinished by a process that died.
+    async fn tus_finish_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Upload>>;
     /// Gives the lease back if `token` still holds it.
     async fn tus_unlock(
         &self,

@@ -72,7 +72,11 @@ macro_rules! expire_due {
     ($lock:literal) => {
         concat!(
             "WITH due AS MATERIALIZED (SELECT id FROM uploads ",
-            "WHERE status = 'PENDING' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+            "WHERE status = 'PENDING' AND expires_at <= $1 ",
+            // A tus upload whose bytes are all stored is finished, not expired.
+            "AND NOT EXISTS (SELECT 1 FROM tus_uploads t WHERE t.tenant_id = uploads.tenant_id ",
+            "AND t.upload_id = uploads.id AND t.upload_offset = t.length) ",
+            "ORDER BY expires_at LIMIT $2",
             $lock,
             ") UPDATE uploads SET status = 'EXPIRED', updated_at = $1 ",
             "WHERE id IN (SELECT id FROM due) RETURNING ",
@@ -310,6 +314,15 @@ pub(crate) const UPLOADS_PURGE_DUE: &str = concat!(
 pub(crate) const UPLOAD_PURGE: &str =
     "DELETE FROM uploads WHERE tenant_id = $1 AND id = $2 AND deleted_at < $3";
 
+/// Pending tus uploads whose bytes are all stored and whose lease is free
+/// (or ran out: its holder died before it could finish them).
+pub(crate) const TUS_FINISH_DUE: &str = concat!(
+    "SELECT ",
+    upload_columns!(),
+    " FROM uploads WHERE status = 'PENDING' AND (tenant_id, id) IN ",
+    "(SELECT tenant_id, upload_id FROM tus_uploads WHERE upload_offset = length ",
+    "AND (lock_until IS NULL OR lock_until <= $1)) ORDER BY created_at LIMIT $2"
+);
 pub(crate) const TUS_INSERT: &str = "INSERT INTO tus_uploads \
      (tenant_id, upload_id, length, upload_offset, metadata, staging_key, part_size, \
      multipart_upload_id, concat, concat_parts, created_at, updated_at) \

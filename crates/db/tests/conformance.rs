@@ -113,6 +113,7 @@ conformance!(
     job_wait_wakes_on_an_enqueue,
     tus_create_get_round_trip,
     tus_lease_fences_the_offset,
+    tus_complete_uploads_are_finished_not_expired,
     tus_parts_ledger_records_with_the_offset,
     tus_declare_length_and_terminate,
 );
@@ -2995,6 +2996,70 @@ async fn tus_lease_fences_the_offset(cx: Ctx) {
             .unwrap()
     );
     assert_eq!(store.tus_get(t, up.id).await.unwrap().unwrap().offset, 10);
+}
+
+/// A pending upload whose bytes are all stored is found for finishing once
+/// its lease is free, and is never expired; an incomplete one is expired.
+async fn tus_complete_uploads_are_finished_not_expired(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let p = project(store, t, admin, "Torre").await;
+    let complete = new_upload(t, p, admin);
+    let partial = new_upload(t, p, admin);
+    for up in [&complete, &partial] {
+        store
+            .tus_create(t, up, &new_tus(t, up, Some(100)))
+            .await
+            .unwrap();
+    }
+    let holder = Uuid::now_v7();
+    let lease = TimeDelta::seconds(4);
+    let at = now();
+    assert!(
+        store
+            .tus_lock(t, complete.id, holder, at + lease, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .tus_advance(t, complete.id, holder, 0, 100, &[], at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .tus_lock(t, partial.id, holder, at + lease, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .tus_advance(t, partial.id, holder, 0, 40, &[], at)
+            .await
+            .unwrap()
+    );
+    let ids =
+        |v: Vec<buildpeer_core::upload::Upload>| v.into_iter().map(|u| u.id).collect::<Vec<_>>();
+
+    // While the holder's lease lives, nothing is due; after, the complete one.
+    assert!(store.tus_finish_due(at, 10).await.unwrap().is_empty());
+    let later = at + lease * 2;
+    assert_eq!(
+        ids(store.tus_finish_due(later, 10).await.unwrap()),
+        [complete.id]
+    );
+
+    // Long past their expiry, only the partial one expires.
+    let expired = store
+        .uploads_expire_due(at + TimeDelta::days(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(expired), [partial.id]);
+    assert_eq!(
+        ids(store.tus_finish_due(later, 10).await.unwrap()),
+        [complete.id]
+    );
 }
 
 async fn tus_parts_ledger_records_with_the_offset(cx: Ctx) {

@@ -251,3 +251,88 @@ async fn sweeper_expires_tus_upload(backend: Backend) {
         .await
         .assert_status(410);
 }
+
+/// The state a process leaves when it dies right after storing an upload's
+/// last bytes and advancing its offset, before finishing it: all bytes
+/// staged, offset = length, still `PENDING`, its lease live for [`LEASE`].
+/// Written through the ports (on local disk: staging is a file there).
+async fn die_after_the_last_byte(app: &TestApp, tenant: Uuid, id: Uuid, len: usize) {
+    use buildpeer_core::blob::ObjectKey;
+    use buildpeer_core::ids::{TenantId, UploadId};
+    use futures_util::StreamExt as _;
+    let (tenant, id) = (TenantId::from_uuid(tenant), UploadId::from_uuid(id));
+    let tus = app.store.tus_get(tenant, id).await.unwrap().unwrap();
+    let staging = ObjectKey::parse(&tus.staging_key).unwrap();
+    let dead = Uuid::now_v7();
+    let now = chrono::Utc::now();
+    let lease = buildpeer_core::service::tus::LEASE;
+    assert!(
+        app.store
+            .tus_lock(tenant, id, dead, now + lease, now)
+            .await
+            .unwrap()
+    );
+    let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(vec![9u8; len])) });
+    app.blobs
+        .staging_append(&staging, 0, body.boxed())
+        .await
+        .unwrap();
+    assert!(
+        app.store
+            .tus_advance(tenant, id, dead, 0, len as u64, &[], now)
+            .await
+            .unwrap()
+    );
+}
+
+/// A finished upload whose process died before finishing it is never left
+/// `PENDING`: a HEAD answers 423 (tus clients ask again) while the dead
+/// process's lease is live, then finishes it; and the sweeper finishes one
+/// no client asks about, even once it is due to expire.
+#[tokio::test]
+async fn uploads_left_complete_by_a_dead_process_are_finished() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.sweep_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let t = app.create_tenant("tus-dead").await;
+    let token = t.admin.token();
+    let project = app.create_project(token, "Obra").await;
+    let mut uploads = Vec::new();
+    for _ in 0..2 {
+        let r = create(&app, token, project, 100).await;
+        r.assert_status(201);
+        let loc = r.header("location").unwrap().to_owned();
+        let id: Uuid = loc.rsplit('/').next().unwrap().parse().unwrap();
+        die_after_the_last_byte(&app, t.id, id, 100).await;
+        uploads.push((loc, id));
+    }
+    let status = |id: Uuid| {
+        let app = &app;
+        async move { app.get(&format!("/v1/uploads/{id}"), token).await.json()["status"].clone() }
+    };
+
+    // The client's retry: HEAD. Locked while the lease lives...
+    let (loc, id) = &uploads[0];
+    let r = app.send(tus(&app, Method::HEAD, loc, token)).await;
+    r.assert_status(423);
+    assert_eq!(status(*id).await, "PENDING");
+    // ...and within the lease (plus a poll) the next HEAD finishes it.
+    let lease = buildpeer_core::service::tus::LEASE.to_std().unwrap();
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let r = app.send(tus(&app, Method::HEAD, loc, token)).await;
+    r.assert_status(200);
+    assert_eq!(r.header("upload-offset"), Some("100"));
+    assert_eq!(status(*id).await, "UPLOADED");
+
+    // No client comes back for the other; it is also due to expire.
+    let (_, id) = &uploads[1];
+    assert!(
+        testing::expire_upload(app.config.database.url.expose_secret(), t.id, *id)
+            .await
+            .unwrap()
+    );
+    let report = app.service.sweep(100).await.expect("sweep");
+    assert_eq!((report.finished, report.expired), (1, 0), "{report:?}");
+    assert_eq!(status(*id).await, "UPLOADED");
+}

@@ -401,6 +401,7 @@ async fn crash(backend: Backend) {
             .status()
             .unwrap();
         assert!(status.success());
+        let killed = std::time::Instant::now();
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest).await;
         drop(first);
@@ -430,9 +431,14 @@ async fn crash(backend: Backend) {
             if r.status().as_u16() != 423 {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(r.status().as_u16(), 204, "{r:?}");
+        // Within the lease (seconds, inside tus clients' retry delays), with
+        // room for a loaded machine and the restart; it was 20 s.
+        let freed = killed.elapsed();
+        eprintln!("SIGKILL to the first accepted PATCH: {freed:?}");
+        assert!(freed < Duration::from_secs(8), "{freed:?}");
         api.assert_completed(&base2, &moved, &source).await;
     })
     .await

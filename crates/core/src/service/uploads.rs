@@ -110,6 +110,8 @@ pub struct Download {
 /// What the sweepers did in one pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {
+    /// tus uploads whose bytes were complete, finished for a dead process.
+    pub finished: usize,
     pub expired: usize,
     pub purged: usize,
 }
@@ -661,7 +663,9 @@ impl Service {
         restored?.ok_or(CoreError::NotFound)
     }
 
-    /// One pass of the sweepers: pending uploads whose URLs ran out become
+    /// One pass of the sweepers: tus uploads whose bytes are all stored but
+    /// whose process died before finishing them are finished (and never
+    /// expired); pending uploads whose URLs ran out become
     /// `EXPIRED` (their multipart uploads aborted, partial bytes removed);
     /// uploads trashed longer than the retention are deleted with their
     /// objects. Work is done in batches of `batch`; a failure leaves the rest
@@ -669,7 +673,10 @@ impl Service {
     pub async fn sweep(&self, batch: u32) -> Result<SweepReport, CoreError> {
         let started = Instant::now();
         let now = self.clock.now();
-        let mut report = SweepReport::default();
+        let mut report = SweepReport {
+            finished: self.tus_finish_stalled(batch).await?,
+            ..SweepReport::default()
+        };
         for upload in self.store.uploads_expire_due(now, batch).await? {
             self.invalidate_upload(upload.tenant_id, upload.id).await;
             let key = ObjectKey::parse(&upload.object_key)
@@ -728,6 +735,7 @@ impl Service {
         }
         if report != SweepReport::default() {
             tracing::info!(
+                finished = report.finished,
                 expired = report.expired,
                 purged = report.purged,
                 elapsed_ms = started.elapsed().as_millis() as u64,

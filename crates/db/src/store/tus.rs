@@ -7,7 +7,7 @@ use buildpeer_core::upload::Upload;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::uploads::insert_upload;
+use super::uploads::{insert_upload, uploads};
 use super::{Store, get_upload, owned, update_upload};
 use crate::exec::q;
 use crate::sql::{self, TusPartRow, TusRow};
@@ -54,6 +54,14 @@ impl TusStore for Store {
             .await?
             .map(TryInto::try_into)
             .transpose()
+    }
+
+    async fn tus_finish_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Upload>> {
+        uploads(
+            self,
+            q(sql::TUS_FINISH_DUE).bind(now).bind(i64::from(limit)),
+        )
+        .await
     }
 
     async fn tus_lock(

@@ -44,7 +44,7 @@ pub(super) async fn insert_upload(
 }
 
 /// Uploads a statement returns.
-async fn uploads(store: &Store, query: Query<'_>) -> StoreResult<Vec<Upload>> {
+pub(super) async fn uploads(store: &Store, query: Query<'_>) -> StoreResult<Vec<Upload>> {
     let rows: Vec<UploadRow> = query.fetch_all(&store.pool).await?;
     sql::convert(rows)
 }

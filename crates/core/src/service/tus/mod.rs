@@ -35,8 +35,13 @@
 //! statement that names the token and the expected old offset (fencing), so
 //! a writer that lost its lease (stalled past [`LEASE`]) cannot move the
 //! offset; it stops appending as soon as a renewal fails. After a crash the
-//! lease of the dead process runs out within [`LEASE`]; until then a resume
-//! answers 423. Residual risk, documented: a writer stalled inside one disk
+//! lease of the dead process runs out within [`LEASE`] (seconds: inside tus
+//! clients' retry delays); until then a resume answers 423. A process that
+//! died after acknowledging the last byte but before finishing leaves a
+//! complete `PENDING` upload: HEAD answers 423 while its lease lives (tus
+//! clients stop at a complete offset, so one is never reported for an
+//! upload that is not `UPLOADED`) and then finishes it, and the uploads
+//! sweeper finishes those no client comes back for; it never expires them. Residual risk, documented: a writer stalled inside one disk
 //! write for longer than [`LEASE`] could still append after another writer
 //! took over; its bytes are past no acknowledged offset of the new writer
 //! only if the new writer truncated first, which it does, but the two
@@ -129,10 +134,13 @@ pub const TUS_EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-l
 pub const TUS_CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
 /// How long a tus upload may take from creation to its last byte.
 pub const EXPIRY: Duration = Duration::hours(24);
-/// How long a PATCH lease lasts without renewal.
-pub const LEASE: Duration = Duration::seconds(20);
-/// How often a streaming PATCH renews its lease.
-pub const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a PATCH lease lasts without renewal: after a process dies, its
+/// uploads are free again within this, inside tus clients' retry delays
+/// (tus-js-client retries after 0, 1, 3 and 5 s).
+pub const LEASE: Duration = Duration::seconds(4);
+/// How often a streaming PATCH renews its lease (a quarter of it: a renewal
+/// may be late by a slow database round trip or two).
+pub const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Conflict codes the tus driver maps to tus's own statuses.
 pub mod codes {
@@ -498,7 +506,10 @@ impl Service {
     }
 
     /// HEAD. Also finishes an upload whose last byte was acknowledged by a
-    /// process that died before it could finish it.
+    /// process that died before it could finish it. While that process's
+    /// lease is live (at most [`LEASE`]), such an upload answers 423 so the
+    /// client asks again: a complete offset is never reported for an upload
+    /// that is not `UPLOADED`, or tus clients would stop there.
     pub async fn tus_head(
         &self,
         actor: &Actor,
@@ -517,9 +528,52 @@ impl Service {
                 let finished = self.tus_finish(&upload, &tus, trace_context).await;
                 self.unlock(actor, id, token).await;
                 upload = finished?;
+            } else {
+                return Err(conflict(
+                    codes::LOCKED,
+                    "the upload's last bytes are being stored; ask again",
+                ));
             }
         }
         Ok(TusInfo::new(&upload, &tus))
+    }
+
+    /// Finishes the pending uploads whose bytes are all stored and whose
+    /// lease is free: their last PATCH was acknowledged by a process that
+    /// died before it could finish them, and their client, told the offset
+    /// is complete, will not come back. Returns how many were finished.
+    pub(crate) async fn tus_finish_stalled(&self, batch: u32) -> Result<usize, CoreError> {
+        let now = self.clock.now();
+        let mut finished = 0;
+        for upload in self.store.tus_finish_due(now, batch).await? {
+            let (tenant, id) = (upload.tenant_id, upload.id);
+            let token = uuid::Uuid::now_v7();
+            if !self
+                .store
+                .tus_lock(tenant, id, token, now + LEASE, now)
+                .await?
+            {
+                continue;
+            }
+            let done = match self.store.tus_get(tenant, id).await {
+                Ok(Some(tus)) if tus.length == Some(tus.offset) => {
+                    self.tus_finish(&upload, &tus, None).await.map(|_| ())
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = self.store.tus_unlock(tenant, id, token).await {
+                tracing::warn!(error = %e, upload_id = %id, "could not release a tus lease");
+            }
+            self.invalidate_upload(tenant, id).await;
+            match done {
+                Ok(()) => finished += 1,
+                Err(e) => {
+                    tracing::warn!(upload_id = %id, error = %e, "could not finish a stalled tus upload")
+                }
+            }
+        }
+        Ok(finished)
     }
 
     /// Takes the upload's lease for `token`, or 423 saying `busy`.
