@@ -34,6 +34,9 @@ pub async fn enforce(
     else {
         return next(req).await;
     };
+    if let Some(kind) = data_request(&req) {
+        return upload(state, req, claims, kind, next).await;
+    }
     let status = state.service.rate_limit_request(&claims).await;
     req.extensions_mut().insert(Verified(claims));
     let Some(status) = status else {
@@ -44,6 +47,107 @@ pub async fn enforce(
     }
     let mut response = next(req).await;
     set_headers(response.headers_mut(), &status);
+    response
+}
+
+/// A data request: what an upload or a resume sends, not an API call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Data {
+    /// Sends bytes (a tus PATCH): holds a place among the uploads in flight.
+    Sends,
+    /// Asks where an upload stands (a tus HEAD).
+    Asks,
+}
+
+/// The tus upload routes' PATCH and HEAD (also as a POST with
+/// `X-HTTP-Method-Override`, as some clients send them).
+fn data_request(req: &Request) -> Option<Data> {
+    let route = req.extensions().get::<axum::extract::MatchedPath>()?;
+    if route.as_str() != "/v1/tus/{id}" {
+        return None;
+    }
+    let overridden = req
+        .headers()
+        .get("x-http-method-override")
+        .and_then(|v| v.to_str().ok());
+    let method = match (req.method().as_str(), overridden) {
+        ("POST", Some(m)) => m,
+        (m, _) => m,
+    };
+    if method.eq_ignore_ascii_case("PATCH") {
+        Some(Data::Sends)
+    } else if method.eq_ignore_ascii_case("HEAD") {
+        Some(Data::Asks)
+    } else {
+        None
+    }
+}
+
+/// A data request counts against no request quota; a PATCH takes a place
+/// among its user's and tenant's uploads in flight for as long as it runs,
+/// and is refused with 429 `too_many_uploads` when there is none.
+async fn upload(
+    state: &AppState,
+    mut req: Request,
+    claims: Claims,
+    kind: Data,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
+    let slot = match kind {
+        Data::Asks => None,
+        Data::Sends => match state.service.upload_slot(claims.tid, claims.sub) {
+            Ok(slot) => Some(slot),
+            Err(busy) => return too_many_uploads(busy),
+        },
+    };
+    req.extensions_mut().insert(Verified(claims));
+    let mut response = next(req).await;
+    if let Some(slot) = slot {
+        upload_headers(response.headers_mut(), &slot.checked);
+    }
+    response
+}
+
+/// `RateLimit-Policy` / `RateLimit` for the uploads in flight (a bound on
+/// concurrency: `q` places, no window).
+fn upload_headers(headers: &mut HeaderMap, checked: &[(&'static str, u32, u32)]) {
+    let policy = checked
+        .iter()
+        .map(|(policy, limit, _)| format!("\"{policy}\";q={limit}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(v) = HeaderValue::from_str(&policy) {
+        headers.insert(RATELIMIT_POLICY, v);
+    }
+    if let Some((policy, _, left)) = checked.iter().min_by_key(|c| c.2)
+        && let Ok(v) = HeaderValue::from_str(&format!("\"{policy}\";r={left}"))
+    {
+        headers.insert(RATELIMIT, v);
+    }
+}
+
+/// 429 `too_many_uploads` with `Retry-After: 1`: a place frees as soon as
+/// one of the uploads in flight ends.
+fn too_many_uploads(busy: buildpeer_core::service::UploadsBusy) -> Response {
+    let problem = Problem {
+        kind: "urn:buildpeer:problem:too_many_uploads".into(),
+        title: "Too Many Requests",
+        status: 429,
+        code: "too_many_uploads",
+        detail: format!(
+            "{} uploads are already in flight (the {} limit); retry in 1 s",
+            busy.limit, busy.policy
+        ),
+        errors: Vec::new(),
+    };
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(problem)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+    upload_headers(headers, &[(busy.policy, busy.limit, 0)]);
     response
 }
 

@@ -69,6 +69,15 @@ pub struct CacheArgs {
         default_value_t = 300
     )]
     pub rate_login_ip_per_minute: u32,
+
+    /// Uploads (tus PATCHes) one user may have in flight at once in one
+    /// process (0: no limit); data requests count against no request quota.
+    #[arg(long, env = "BUILDPEER_UPLOADS_PER_USER", default_value_t = 64)]
+    pub uploads_per_user: u32,
+
+    /// Uploads one tenant's users may have in flight at once in one process (0: no limit).
+    #[arg(long, env = "BUILDPEER_UPLOADS_PER_TENANT", default_value_t = 512)]
+    pub uploads_per_tenant: u32,
 }
 
 impl CacheArgs {
@@ -94,6 +103,8 @@ impl CacheArgs {
                     per_minute: self.rate_login_ip_per_minute,
                     burst: self.rate_login_ip_per_minute.div_ceil(3),
                 },
+                uploads_per_user: self.uploads_per_user,
+                uploads_per_tenant: self.uploads_per_tenant,
             },
         }
     }

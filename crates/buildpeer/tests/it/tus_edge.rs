@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 scenarios!(
+    uploads_count_against_no_request_quota_but_are_bounded_in_flight,
     colliding_patches,
     delete_finished_upload,
     sweeper_expires_tus_upload
@@ -335,4 +336,69 @@ async fn uploads_left_complete_by_a_dead_process_are_finished() {
     let report = app.service.sweep(100).await.expect("sweep");
     assert_eq!((report.finished, report.expired), (1, 0), "{report:?}");
     assert_eq!(status(*id).await, "UPLOADED");
+}
+
+/// A user whose request quota is nearly spent still uploads: tus HEADs and
+/// PATCHes count against no request quota. What bounds them is the uploads
+/// in flight: past the per-user bound a PATCH gets 429 `too_many_uploads`
+/// with `Retry-After: 1`, and a place is free again when one ends.
+async fn uploads_count_against_no_request_quota_but_are_bounded_in_flight(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        // One request a minute refills: the burst is all the test has.
+        c.cache.limits.user = buildpeer_core::cache::RateQuota {
+            per_minute: 1,
+            burst: 6,
+        };
+        c.cache.limits.uploads_per_user = 2;
+    })
+    .await;
+    let t = app.create_tenant("tus-quota").await;
+    let token = t.admin.token();
+    let project = app.create_project(token, "Obra").await;
+    let mut locs = Vec::new();
+    for _ in 0..3 {
+        let r = create(&app, token, project, 64 * 1024).await;
+        r.assert_status(201);
+        locs.push(r.header("location").unwrap().to_owned());
+    }
+    // Four of the six requests are spent; forty data requests follow.
+    for i in 0..20u64 {
+        let r = app.send(tus(&app, Method::HEAD, &locs[0], token)).await;
+        r.assert_status(200);
+        patch(&app, token, &locs[0], i * 100, vec![1u8; 100])
+            .await
+            .assert_status(204);
+    }
+    app.get("/v1/me", token).await.assert_status(200);
+
+    // Two uploads in flight (slow PATCHes waiting for their bodies)...
+    let path = |loc: &str| loc.strip_prefix(&app.base_url).unwrap_or(loc).to_owned();
+    let slow_a = open_slow_patch(&app, token, &path(&locs[1]), 64 * 1024).await;
+    let slow_b = open_slow_patch(&app, token, &path(&locs[2]), 64 * 1024).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so a third is refused, with when to come back.
+    let refused = patch(&app, token, &locs[0], 2000, vec![1u8; 100]).await;
+    refused.assert_problem(429, "too_many_uploads");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some("\"uploads_user\";q=2")
+    );
+    // One ends (its client goes away): its place is free.
+    drop(slow_a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = patch(&app, token, &locs[0], 2000, vec![1u8; 100]).await;
+        if r.status.as_u16() == 204 {
+            assert!(
+                r.header("ratelimit-policy")
+                    .is_some_and(|p| p.contains("uploads_user"))
+            );
+            break;
+        }
+        assert_eq!(r.status.as_u16(), 429, "{r}");
+        assert!(std::time::Instant::now() < deadline, "no place freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(slow_b);
 }

@@ -1,11 +1,18 @@
-//! Rate limits: per user and per tenant on every authenticated request, and
-//! per account and per client IP on login. GCRA through the `RateLimiter`
-//! port (shared by every replica when it is Redis). A limiter that fails
-//! lets the request through: limits protect the service, they must not take
-//! it down.
+//! Rate limits: per user and per tenant on every authenticated API request,
+//! and per account and per client IP on login. GCRA through the
+//! `RateLimiter` port (shared by every replica when it is Redis). A limiter
+//! that fails lets the request through: limits protect the service, they
+//! must not take it down.
+//!
+//! Uploads are not API calls: a phone sending 50 photos at once makes
+//! hundreds of tus requests a minute. Data requests (tus PATCH and HEAD)
+//! count against no request quota; what protects the service from them is
+//! a bound on the uploads in flight per user and per tenant in this process
+//! ([`Service::upload_slot`]), each in-flight PATCH holding one place.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -13,6 +20,7 @@ use sha2::{Digest, Sha256};
 use super::Service;
 use crate::auth::Claims;
 use crate::cache::{CacheKey, RateDecision, RateLimiter, RateQuota};
+use crate::ids::{TenantId, UserId};
 
 /// The quotas (a quota with a zero is off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +31,10 @@ pub struct RateLimits {
     pub login_account: RateQuota,
     /// Login attempts per client IP address.
     pub login_ip: RateQuota,
+    /// Uploads in flight at once per user, in one process (0: no limit).
+    pub uploads_per_user: u32,
+    /// Uploads in flight at once per tenant, in one process (0: no limit).
+    pub uploads_per_tenant: u32,
 }
 
 impl Default for RateLimits {
@@ -44,6 +56,8 @@ impl Default for RateLimits {
                 per_minute: 300,
                 burst: 100,
             },
+            uploads_per_user: 64,
+            uploads_per_tenant: 512,
         }
     }
 }
@@ -52,6 +66,8 @@ pub(super) struct Limiting {
     limiter: Option<Arc<dyn RateLimiter>>,
     limits: RateLimits,
     prefix: String,
+    /// Uploads in flight per user and per tenant (entries at zero removed).
+    in_flight: Arc<Mutex<HashMap<Holder, u32>>>,
 }
 
 impl Limiting {
@@ -60,8 +76,49 @@ impl Limiting {
             limiter: None,
             limits: RateLimits::default(),
             prefix: "bp".into(),
+            in_flight: Arc::default(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Holder {
+    User(UserId),
+    Tenant(TenantId),
+}
+
+/// One place among the uploads in flight, given back when dropped.
+#[derive(Debug)]
+pub struct UploadSlot {
+    in_flight: Arc<Mutex<HashMap<Holder, u32>>>,
+    holders: Vec<Holder>,
+    /// Each bound checked: (policy, limit, places left after this one).
+    pub checked: Vec<(&'static str, u32, u32)>,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for holder in &self.holders {
+            if let Some(n) = map.get_mut(holder) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(holder);
+                }
+            }
+        }
+    }
+}
+
+/// An upload refused: this many were in flight already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadsBusy {
+    /// `uploads_user` or `uploads_tenant`.
+    pub policy: &'static str,
+    pub limit: u32,
 }
 
 /// One quota's verdict on a request.
@@ -114,6 +171,7 @@ impl Service {
             limiter: Some(limiter),
             limits,
             prefix: prefix.to_owned(),
+            in_flight: Arc::default(),
         });
         self
     }
@@ -133,6 +191,14 @@ impl Service {
             ("tenant", tenant, limiting.limits.tenant),
         ];
         Some(self.check_all(checks).await)
+    }
+
+    /// Takes a place for one upload in flight (a tus PATCH) of `user` in
+    /// `tenant`, or says which bound refused it. Counted in this process:
+    /// it protects this process's memory, connections and disk, which is
+    /// what an upload uses.
+    pub fn upload_slot(&self, tenant: TenantId, user: UserId) -> Result<UploadSlot, UploadsBusy> {
+        take_slot(&self.limits, tenant, user)
     }
 
     /// Counts one login attempt against the account's and the client
@@ -200,5 +266,92 @@ impl Service {
             }
         }
         status
+    }
+}
+
+/// See [`Service::upload_slot`].
+fn take_slot(
+    limiting: &Limiting,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<UploadSlot, UploadsBusy> {
+    let limits = &limiting.limits;
+    let bounds = [
+        ("uploads_user", Holder::User(user), limits.uploads_per_user),
+        (
+            "uploads_tenant",
+            Holder::Tenant(tenant),
+            limits.uploads_per_tenant,
+        ),
+    ];
+    let in_flight = &limiting.in_flight;
+    let mut map = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut checked = Vec::with_capacity(2);
+    for (policy, holder, limit) in bounds {
+        if limit == 0 {
+            continue;
+        }
+        let now = map.get(&holder).copied().unwrap_or(0);
+        if now >= limit {
+            metrics::counter!("rate_limited_total", "policy" => policy).increment(1);
+            return Err(UploadsBusy { policy, limit });
+        }
+        checked.push((policy, limit, limit - now - 1));
+    }
+    let holders: Vec<Holder> = bounds
+        .iter()
+        .filter(|(_, _, limit)| *limit > 0)
+        .map(|(_, holder, _)| *holder)
+        .collect();
+    for holder in &holders {
+        *map.entry(*holder).or_insert(0) += 1;
+    }
+    Ok(UploadSlot {
+        in_flight: in_flight.clone(),
+        holders,
+        checked,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn upload_slots_are_bounded_and_given_back() {
+        let limiting = Limiting {
+            limits: RateLimits {
+                uploads_per_user: 2,
+                uploads_per_tenant: 3,
+                ..RateLimits::default()
+            },
+            ..Limiting::off()
+        };
+        let (t, other) = (
+            TenantId::from_uuid(uuid::Uuid::now_v7()),
+            TenantId::from_uuid(uuid::Uuid::now_v7()),
+        );
+        let (a, b) = (
+            UserId::from_uuid(uuid::Uuid::now_v7()),
+            UserId::from_uuid(uuid::Uuid::now_v7()),
+        );
+        let slot = |tenant, user| take_slot(&limiting, tenant, user);
+        let a1 = slot(t, a).unwrap();
+        assert_eq!(
+            a1.checked,
+            [("uploads_user", 2, 1), ("uploads_tenant", 3, 2)]
+        );
+        let a2 = slot(t, a).unwrap();
+        assert_eq!(slot(t, a).unwrap_err().policy, "uploads_user");
+        let b1 = slot(t, b).unwrap();
+        assert_eq!(slot(t, b).unwrap_err().policy, "uploads_tenant");
+        // Another tenant is not affected; a place given back is free again.
+        assert!(slot(other, UserId::from_uuid(uuid::Uuid::now_v7())).is_ok());
+        drop(a1);
+        assert!(slot(t, b).is_ok());
+        drop(a2);
+        drop(b1);
+        assert!(limiting.in_flight.lock().unwrap().is_empty());
     }
 }

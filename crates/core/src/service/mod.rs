@@ -30,7 +30,7 @@ use crate::upload::Upload;
 
 pub use auth::{LoginInput, TokenPair};
 pub use jobs::{JobDetail, JobSettings, JobSpec, ProcessUpload, SpecError};
-pub use limits::{RateLimits, RateStatus};
+pub use limits::{RateLimits, RateStatus, UploadSlot, UploadsBusy};
 pub use ops::Readiness;
 pub use projects::{CreateProjectInput, ProjectListQuery, UpdateProjectInput};
 pub use tenants::{Bootstrap, CreateTenantInput};
