@@ -156,13 +156,16 @@ pub trait AccountStore: Send + Sync {
 
     // Projects.
     /// Writes the project and, when `creator_member` is set, the creator's
-    /// membership in one transaction. `Conflict::ProjectCode` on a taken code.
+    /// membership in one transaction, with the creator's idempotency key
+    /// when given (a key used before replays what it created instead).
+    /// `Conflict::ProjectCode` on a taken code.
     async fn project_create(
         &self,
         tenant: TenantId,
         project: &NewProject,
         creator_member: bool,
-    ) -> StoreResult<Project>;
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<CreateProject>;
     async fn project_get(&self, tenant: TenantId, id: ProjectId) -> StoreResult<Option<Project>>;
     /// Newest first.
     async fn project_list(
@@ -266,6 +269,17 @@ pub struct NewUpload {
 pub struct IdempotencyKey {
     pub key: String,
     pub request_hash: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateProject {
+    Created(Project),
+    /// The creator used this idempotency key before; `same_request` tells
+    /// whether with the same request digest.
+    Replayed {
+        project: Project,
+        same_request: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -224,6 +224,16 @@ pub(crate) const IDEMPOTENCY_REPLAY: &str = concat!(
     "ON k.upload_id = id WHERE tenant_id = $1"
 );
 
+/// Claims a key for a creating request (`scope`: what it creates) inside the
+/// transaction that creates it; as `IDEMPOTENCY_CLAIM`, a concurrent claim
+/// of the same key waits for this one and then inserts nothing.
+pub(crate) const KEY_CLAIM: &str = "INSERT INTO idempotency_keys \
+     (tenant_id, user_id, scope, key, request_hash, resource_id, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, user_id, scope, key) DO NOTHING";
+/// What a claimed key was first used for.
+pub(crate) const KEY_REPLAY: &str = "SELECT request_hash, resource_id FROM idempotency_keys \
+     WHERE tenant_id = $1 AND user_id = $2 AND scope = $3 AND key = $4";
+
 pub(crate) const UPLOAD_INSERT: &str = concat!(
     "INSERT INTO uploads (id, tenant_id, project_id, uploaded_by, status, filename, ",
     "content_type, size, sha256, object_key, multipart_upload_id, part_size, part_count, ",

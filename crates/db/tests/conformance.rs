@@ -15,12 +15,12 @@ use buildpeer_core::error::Conflict;
 use buildpeer_core::ids::{
     JobId, ProjectId, RefreshTokenId, SessionFamilyId, TenantId, UploadId, UserId,
 };
-use buildpeer_core::model::{Address, Email, Name, ProjectCode, Role, Slug};
+use buildpeer_core::model::{Address, Email, Name, Project, ProjectCode, Role, Slug};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
-    CreateUpload, IdempotencyKey, MetadataStore, NewJob, NewProject, NewRefreshToken, NewTenant,
-    NewTus, NewUpload, NewUser, ProjectFilter, ProjectPatch, RotateOutcome, TenantLimits,
-    TusConcat, TusMultipart, TusPart, UploadFilter, UserPatch,
+    CreateProject, CreateUpload, IdempotencyKey, MetadataStore, NewJob, NewProject,
+    NewRefreshToken, NewTenant, NewTus, NewUpload, NewUser, ProjectFilter, ProjectPatch,
+    RotateOutcome, TenantLimits, TusConcat, TusMultipart, TusPart, UploadFilter, UserPatch,
 };
 use buildpeer_core::queue::{FailOutcome, Job, JobFailure, JobState};
 use buildpeer_core::upload::{
@@ -114,6 +114,7 @@ conformance!(
     tus_create_get_round_trip,
     tus_lease_fences_the_offset,
     tus_complete_uploads_are_finished_not_expired,
+    project_keys_replay_what_they_created,
     tus_parts_ledger_records_with_the_offset,
     tus_declare_length_and_terminate,
 );
@@ -293,10 +294,90 @@ fn new_project(name: &str, code: Option<&str>, created_by: UserId) -> NewProject
 
 async fn project(store: &dyn MetadataStore, tenant: TenantId, by: UserId, name: &str) -> ProjectId {
     store
-        .project_create(tenant, &new_project(name, None, by), false)
+        .project_create(tenant, &new_project(name, None, by), false, None)
         .await
+        .map(made)
         .unwrap()
         .id
+}
+
+/// A creator's idempotency key replays the project it created, whatever new
+/// project a retry brings; concurrent uses of one key create one project.
+async fn project_keys_replay_what_they_created(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let key = |hash: u8| IdempotencyKey {
+        key: "k".into(),
+        request_hash: [hash; 32],
+    };
+    let original = new_project("Uno", None, admin);
+    let created = made(
+        store
+            .project_create(t, &original, false, Some(&key(1)))
+            .await
+            .unwrap(),
+    );
+    let retry = new_project("Uno", None, admin);
+    match store
+        .project_create(t, &retry, false, Some(&key(1)))
+        .await
+        .unwrap()
+    {
+        CreateProject::Replayed {
+            project,
+            same_request,
+        } => {
+            assert_eq!(project, created);
+            assert!(same_request);
+        }
+        other => panic!("{other:?}"),
+    }
+    match store
+        .project_create(t, &retry, false, Some(&key(2)))
+        .await
+        .unwrap()
+    {
+        CreateProject::Replayed { same_request, .. } => assert!(!same_request),
+        other => panic!("{other:?}"),
+    }
+    // Racing: one creates, the others replay it.
+    let race = |name: &'static str| {
+        let p = new_project(name, None, admin);
+        async move {
+            let k = IdempotencyKey {
+                key: "race".into(),
+                request_hash: [3; 32],
+            };
+            store.project_create(t, &p, false, Some(&k)).await.unwrap()
+        }
+    };
+    let (a, b, c, d) = tokio::join!(race("Dos"), race("Dos"), race("Dos"), race("Dos"));
+    let outcomes = [a, b, c, d];
+    let made_count = outcomes
+        .iter()
+        .filter(|o| matches!(o, CreateProject::Created(_)))
+        .count();
+    assert_eq!(made_count, 1, "{outcomes:?}");
+    let listed = store
+        .project_list(
+            t,
+            ProjectFilter {
+                member: None,
+                include_archived: true,
+            },
+            first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+}
+
+/// The project a creation without an idempotency key made.
+fn made(outcome: CreateProject) -> Project {
+    match outcome {
+        CreateProject::Created(project) => project,
+        other => panic!("not created: {other:?}"),
+    }
 }
 
 fn token(expires_at: DateTime<Utc>) -> NewRefreshToken {
@@ -798,7 +879,7 @@ async fn project_create_get_update(cx: Ctx) {
         address: Some(Address::parse("Av. Reforma 1, CDMX").unwrap()),
         ..new_project("Torre Norte", Some("OBR-2026-014"), sup)
     };
-    let created = store.project_create(t, &new, true).await.unwrap();
+    let created = made(store.project_create(t, &new, true, None).await.unwrap());
     assert_eq!(created.id, new.id);
     assert_eq!(created.tenant_id, t);
     assert_eq!(created.name, "Torre Norte");
@@ -817,10 +898,12 @@ async fn project_create_get_update(cx: Ctx) {
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].added_at, new.created_at);
 
-    let other = store
-        .project_create(t, &new_project("Sin miembros", None, admin), false)
-        .await
-        .unwrap();
+    let other = made(
+        store
+            .project_create(t, &new_project("Sin miembros", None, admin), false, None)
+            .await
+            .unwrap(),
+    );
     assert!(!store.member_is(t, other.id, admin).await.unwrap());
     assert!(
         store
@@ -874,11 +957,11 @@ async fn project_code_conflict(cx: Ctx) {
     let (a, admin_a) = tenant(store, "acme").await;
     let (b, admin_b) = tenant(store, "beta").await;
     store
-        .project_create(a, &new_project("Uno", Some("OBR-1"), admin_a), false)
+        .project_create(a, &new_project("Uno", Some("OBR-1"), admin_a), false, None)
         .await
         .unwrap();
     let err = store
-        .project_create(a, &new_project("Dos", Some("OBR-1"), admin_a), true)
+        .project_create(a, &new_project("Dos", Some("OBR-1"), admin_a), true, None)
         .await
         .unwrap_err();
     assert!(
@@ -889,7 +972,7 @@ async fn project_code_conflict(cx: Ctx) {
     let no_code = project(store, a, admin_a, "Sin código").await;
     project(store, a, admin_a, "Tampoco").await;
     store
-        .project_create(b, &new_project("Uno", Some("OBR-1"), admin_b), false)
+        .project_create(b, &new_project("Uno", Some("OBR-1"), admin_b), false, None)
         .await
         .unwrap();
 

@@ -16,10 +16,16 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json, Query, parse_id};
 
 /// Create a project (admins and supervisors; a supervisor becomes a member).
+///
+/// With an `Idempotency-Key`, a retried request (same key, same body) gets
+/// the project the first one created, with 200; the same key with a
+/// different body is refused (422 `idempotency_key_reused`).
 #[utoipa::path(post, path = "/v1/projects", tag = "projects",
+    params(("Idempotency-Key" = Option<String>, Header)),
     request_body = CreateProjectRequest,
     responses(
         (status = 201, body = ProjectDto),
+        (status = 200, description = "An idempotent replay", body = ProjectDto),
         (status = 403, body = Problem),
         (status = 409, description = "Code taken in this tenant", body = Problem),
         (status = 422, body = Problem),
@@ -27,9 +33,13 @@ use crate::extract::{Auth, Json, Query, parse_id};
 pub async fn create(
     State(state): State<AppState>,
     Auth(actor): Auth,
+    headers: axum::http::HeaderMap,
     Json(body): Json<CreateProjectRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let project = state
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let (project, created) = state
         .service
         .create_project(
             &actor,
@@ -37,12 +47,17 @@ pub async fn create(
                 name: body.name,
                 code: body.code,
                 address: body.address,
+                idempotency_key,
             },
         )
         .await?;
     let location = format!("/v1/projects/{}", project.id);
     Ok((
-        StatusCode::CREATED,
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
         [(header::LOCATION, location)],
         Json(ProjectDto::from(project)),
     ))

@@ -22,6 +22,7 @@ scenarios!(
     unknown_routes_and_methods,
     patch_semantics_and_archived_projects,
     refused_bodies_are_read_before_the_answer,
+    project_creation_is_safe_to_retry,
 );
 
 /// Sends `body` as-is with the given content type.
@@ -676,4 +677,45 @@ async fn refused_bodies_are_read_before_the_answer(backend: Backend) {
     let (head, _) = exchange(&mut stream, &request(len), len).await;
     assert!(head.starts_with("http/1.1 401"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
+}
+
+/// Creating a project with an `Idempotency-Key` is safe to retry: the same
+/// key and body answer with the first project (200, one project exists); the
+/// same key with another body is refused; another user's same key is theirs.
+async fn project_creation_is_safe_to_retry(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let acme = app.create_tenant("acme").await;
+    let admin = acme.admin.token();
+    let app = &app;
+    let create = |token: &str, key: &str, body: serde_json::Value| {
+        let rb = app
+            .request(Method::POST, "/v1/projects", Some(token))
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move { app.send(rb).await }
+    };
+    let body = json!({ "name": "Torre Norte", "code": "TN-1" });
+    let first = create(admin, "k-1", body.clone()).await;
+    first.assert_status(201);
+    let again = create(admin, "k-1", body.clone()).await;
+    again.assert_status(200);
+    assert_eq!(again.json(), first.json());
+    assert_eq!(again.header("location"), first.header("location"));
+    let listed = app.get("/v1/projects", admin).await.json();
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+
+    let other_body = create(admin, "k-1", json!({ "name": "Otra" })).await;
+    other_body.assert_invalid_field("idempotency_key", "idempotency_key_reused");
+    let bad_key = create(admin, "", body.clone()).await;
+    bad_key.assert_invalid_field("idempotency_key", "invalid_idempotency_key");
+
+    // Another user's key is another key (their project: the code is taken).
+    let supervisor = app.create_user(&acme, "supervisor").await;
+    let theirs = create(supervisor.token(), "k-1", json!({ "name": "Torre Sur" })).await;
+    theirs.assert_status(201);
+    assert_ne!(theirs.json()["id"], first.json()["id"]);
 }

@@ -8,7 +8,7 @@ use crate::ids::{ProjectId, UserId};
 use crate::model::{Address, Member, Name, Project, ProjectCode, Role};
 use crate::pagination::{Page, PageRequest};
 use crate::policy::{self, Denied, ProjectAction, TenantAction};
-use crate::ports::{NewProject, ProjectFilter, ProjectPatch};
+use crate::ports::{CreateProject, IdempotencyKey, NewProject, ProjectFilter, ProjectPatch};
 use crate::validate;
 
 #[derive(Debug, Clone)]
@@ -16,6 +16,9 @@ pub struct CreateProjectInput {
     pub name: String,
     pub code: Option<String>,
     pub address: Option<String>,
+    /// The client's `Idempotency-Key`: a retry with the same key and body
+    /// answers with the project the first request created.
+    pub idempotency_key: Option<String>,
 }
 
 /// The outer `None` leaves a field unchanged; `Some(None)` clears it.
@@ -73,17 +76,28 @@ impl Service {
 
     /// A supervisor who creates a project becomes its member, so it can
     /// manage what it created.
+    /// The project and whether this request created it (`false`: an
+    /// idempotent replay of an earlier one).
     pub async fn create_project(
         &self,
         actor: &Actor,
         input: CreateProjectInput,
-    ) -> Result<Project, CoreError> {
+    ) -> Result<(Project, bool), CoreError> {
         self.require(actor, TenantAction::CreateProject)?;
-        let (name, code, address) = validate!(
+        let (name, code, address, idempotency_key) = validate!(
             name = Name::parse(&input.name),
             code = input.code.as_deref().map(ProjectCode::parse).transpose(),
             address = input.address.as_deref().map(Address::parse).transpose(),
+            idempotency_key = input
+                .idempotency_key
+                .as_deref()
+                .map(super::uploads::parse_idempotency_key)
+                .transpose(),
         )?;
+        let idempotency = idempotency_key.map(|key| IdempotencyKey {
+            request_hash: project_digest(&name, code.as_ref(), address.as_ref()),
+            key,
+        });
         let project = NewProject {
             id: ProjectId::new(),
             name,
@@ -92,13 +106,33 @@ impl Service {
             created_by: actor.user_id,
             created_at: self.clock.now(),
         };
-        let created = self
+        let outcome = self
             .store
-            .project_create(actor.tenant_id, &project, actor.role != Role::Admin)
+            .project_create(
+                actor.tenant_id,
+                &project,
+                actor.role != Role::Admin,
+                idempotency.as_ref(),
+            )
             .await
             .map_err(code_conflict)?;
-        self.invalidate_project(actor.tenant_id, None).await;
-        Ok(created)
+        match outcome {
+            CreateProject::Created(created) => {
+                self.invalidate_project(actor.tenant_id, None).await;
+                Ok((created, true))
+            }
+            CreateProject::Replayed {
+                project,
+                same_request: true,
+            } => Ok((project, false)),
+            CreateProject::Replayed { .. } => Err(CoreError::invalid(
+                "idempotency_key",
+                crate::error::Invalid::new(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request",
+                ),
+            )),
+        }
     }
 
     /// Admins see every project of the tenant; everyone else the projects
@@ -234,4 +268,26 @@ impl Service {
         removed?;
         Ok(())
     }
+}
+
+/// What makes two project creations "the same request" for a key.
+fn project_digest(name: &Name, code: Option<&ProjectCode>, address: Option<&Address>) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        Some(name.as_str()),
+        code.map(ProjectCode::as_str),
+        address.map(Address::as_str),
+    ] {
+        // Absent and empty differ; a length prefix keeps fields apart.
+        match part {
+            Some(p) => {
+                h.update([1]);
+                h.update((p.len() as u64).to_le_bytes());
+                h.update(p.as_bytes());
+            }
+            None => h.update([0]),
+        }
+    }
+    h.finalize().into()
 }

@@ -747,7 +747,7 @@ impl Service {
 }
 
 /// 1–255 visible ASCII characters.
-fn parse_idempotency_key(s: &str) -> Result<String, Invalid> {
+pub(super) fn parse_idempotency_key(s: &str) -> Result<String, Invalid> {
     if (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(s.to_owned())
     } else {

@@ -1,12 +1,13 @@
 //! `AccountStore`: tenants, users, projects, members and sessions.
 
 use async_trait::async_trait;
+use buildpeer_core::error::StoreError;
 use buildpeer_core::ids::{MembershipId, ProjectId, SessionFamilyId, TenantId, UserId};
 use buildpeer_core::model::{Email, Member, Project, Slug, Tenant, User, UserCredentials};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
-    AccountStore, NewProject, NewRefreshToken, NewTenant, NewUser, ProjectFilter, ProjectPatch,
-    RotateOutcome, StoreResult, UserPatch,
+    AccountStore, CreateProject, IdempotencyKey, NewProject, NewRefreshToken, NewTenant, NewUser,
+    ProjectFilter, ProjectPatch, RotateOutcome, StoreResult, UserPatch,
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -180,8 +181,46 @@ impl AccountStore for Store {
         tenant: TenantId,
         project: &NewProject,
         creator_member: bool,
-    ) -> StoreResult<Project> {
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<CreateProject> {
         let mut tx = self.write().await?;
+        if let Some(key) = idempotency {
+            let claimed = q(sql::KEY_CLAIM)
+                .bind(tenant.as_uuid())
+                .bind(project.created_by.as_uuid())
+                .bind("project")
+                .bind(&key.key)
+                .bind(&key.request_hash[..])
+                .bind(project.id.as_uuid())
+                .bind(project.created_at)
+                .execute(&mut tx)
+                .await?
+                == 1;
+            if !claimed {
+                // Committed and visible here, as for upload keys.
+                let row: Option<(Vec<u8>, Uuid)> = q(sql::KEY_REPLAY)
+                    .bind(tenant.as_uuid())
+                    .bind(project.created_by.as_uuid())
+                    .bind("project")
+                    .bind(&key.key)
+                    .fetch_optional(&mut tx)
+                    .await?;
+                let Some((hash, id)) = row else {
+                    return Err(StoreError::Unavailable(
+                        "idempotency key released during the request".into(),
+                    ));
+                };
+                let replayed: Option<ProjectRow> = owned(sql::PROJECT_GET, tenant, id)
+                    .fetch_optional(&mut tx)
+                    .await?;
+                let replayed = replayed
+                    .ok_or_else(|| StoreError::Unavailable("the key's project is gone".into()))?;
+                return Ok(CreateProject::Replayed {
+                    project: replayed.into(),
+                    same_request: hash == key.request_hash,
+                });
+            }
+        }
         let row: ProjectRow = q(sql::PROJECT_INSERT)
             .bind(project.id.as_uuid())
             .bind(tenant.as_uuid())
@@ -197,7 +236,7 @@ impl AccountStore for Store {
             add_member(&mut tx, tenant, project.id, by, project.created_at).await?;
         }
         tx.commit().await?;
-        Ok(row.into())
+        Ok(CreateProject::Created(row.into()))
     }
 
     async fn project_get(&self, tenant: TenantId, id: ProjectId) -> StoreResult<Option<Project>> {
