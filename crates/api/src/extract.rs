@@ -223,6 +223,22 @@ pub fn parse_id<T: std::str::FromStr>(raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::Core(CoreError::NotFound))
 }
 
+/// The request's `Idempotency-Key` header (checked by the use-case).
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// 201 for what a request created, 200 for an idempotent replay of it.
+pub fn created_or_replayed(created: bool) -> axum::http::StatusCode {
+    if created {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,8 +134,16 @@ pub trait AccountStore: Send + Sync {
     async fn tenant_by_slug(&self, slug: &Slug) -> StoreResult<Option<Tenant>>;
 
     // Users.
-    /// `Conflict::UserEmail` when the e-mail exists in the tenant.
-    async fn user_create(&self, tenant: TenantId, user: &NewUser) -> StoreResult<User>;
+    /// `Conflict::UserEmail` when the e-mail exists in the tenant. With the
+    /// creator's idempotency key, in one transaction with the key (a key
+    /// used before replays the user it created).
+    async fn user_create(
+        &self,
+        tenant: TenantId,
+        user: &NewUser,
+        by: UserId,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<Creation<User>>;
     async fn user_get(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<User>>;
     async fn user_credentials(
         &self,
@@ -165,7 +173,7 @@ pub trait AccountStore: Send + Sync {
         project: &NewProject,
         creator_member: bool,
         idempotency: Option<&IdempotencyKey>,
-    ) -> StoreResult<CreateProject>;
+    ) -> StoreResult<Creation<Project>>;
     async fn project_get(&self, tenant: TenantId, id: ProjectId) -> StoreResult<Option<Project>>;
     /// Newest first.
     async fn project_list(
@@ -271,13 +279,14 @@ pub struct IdempotencyKey {
     pub request_hash: [u8; 32],
 }
 
+/// What a creating request with an optional idempotency key came to.
 #[derive(Debug, Clone, PartialEq)]
-pub enum CreateProject {
-    Created(Project),
+pub enum Creation<T> {
+    Created(T),
     /// The creator used this idempotency key before; `same_request` tells
     /// whether with the same request digest.
     Replayed {
-        project: Project,
+        existing: T,
         same_request: bool,
     },
 }

@@ -15,12 +15,12 @@ use buildpeer_core::error::Conflict;
 use buildpeer_core::ids::{
     JobId, ProjectId, RefreshTokenId, SessionFamilyId, TenantId, UploadId, UserId,
 };
-use buildpeer_core::model::{Address, Email, Name, Project, ProjectCode, Role, Slug};
+use buildpeer_core::model::{Address, Email, Name, ProjectCode, Role, Slug};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
-    CreateProject, CreateUpload, IdempotencyKey, MetadataStore, NewJob, NewProject,
-    NewRefreshToken, NewTenant, NewTus, NewUpload, NewUser, ProjectFilter, ProjectPatch,
-    RotateOutcome, TenantLimits, TusConcat, TusMultipart, TusPart, UploadFilter, UserPatch,
+    CreateUpload, Creation, IdempotencyKey, MetadataStore, NewJob, NewProject, NewRefreshToken,
+    NewTenant, NewTus, NewUpload, NewUser, ProjectFilter, ProjectPatch, RotateOutcome,
+    TenantLimits, TusConcat, TusMultipart, TusPart, UploadFilter, UserPatch,
 };
 use buildpeer_core::queue::{FailOutcome, Job, JobFailure, JobState};
 use buildpeer_core::upload::{
@@ -275,8 +275,9 @@ async fn tenant(store: &dyn MetadataStore, slug: &str) -> (TenantId, UserId) {
 
 async fn user(store: &dyn MetadataStore, tenant: TenantId, email: &str, role: Role) -> UserId {
     store
-        .user_create(tenant, &new_user(email, role))
+        .user_create(tenant, &new_user(email, role), UserId::new(), None)
         .await
+        .map(made)
         .unwrap()
         .id
 }
@@ -323,8 +324,8 @@ async fn project_keys_replay_what_they_created(cx: Ctx) {
         .await
         .unwrap()
     {
-        CreateProject::Replayed {
-            project,
+        Creation::Replayed {
+            existing: project,
             same_request,
         } => {
             assert_eq!(project, created);
@@ -337,7 +338,7 @@ async fn project_keys_replay_what_they_created(cx: Ctx) {
         .await
         .unwrap()
     {
-        CreateProject::Replayed { same_request, .. } => assert!(!same_request),
+        Creation::Replayed { same_request, .. } => assert!(!same_request),
         other => panic!("{other:?}"),
     }
     // Racing: one creates, the others replay it.
@@ -355,7 +356,7 @@ async fn project_keys_replay_what_they_created(cx: Ctx) {
     let outcomes = [a, b, c, d];
     let made_count = outcomes
         .iter()
-        .filter(|o| matches!(o, CreateProject::Created(_)))
+        .filter(|o| matches!(o, Creation::Created(_)))
         .count();
     assert_eq!(made_count, 1, "{outcomes:?}");
     let listed = store
@@ -372,10 +373,10 @@ async fn project_keys_replay_what_they_created(cx: Ctx) {
     assert_eq!(listed.len(), 2, "{listed:?}");
 }
 
-/// The project a creation without an idempotency key made.
-fn made(outcome: CreateProject) -> Project {
+/// What a creation without an idempotency key made.
+fn made<T: std::fmt::Debug>(outcome: Creation<T>) -> T {
     match outcome {
-        CreateProject::Created(project) => project,
+        Creation::Created(created) => created,
         other => panic!("not created: {other:?}"),
     }
 }
@@ -666,7 +667,12 @@ async fn user_create_get_and_credentials(cx: Ctx) {
     let store = &*cx.store;
     let (t, _) = tenant(store, "acme").await;
     let new = new_user("ana@acme.mx", Role::Supervisor);
-    let created = store.user_create(t, &new).await.unwrap();
+    let created = made(
+        store
+            .user_create(t, &new, UserId::new(), None)
+            .await
+            .unwrap(),
+    );
     assert_eq!(created.id, new.id);
     assert_eq!(created.tenant_id, t);
     assert_eq!(created.email, "ana@acme.mx");
@@ -698,7 +704,12 @@ async fn user_email_conflict(cx: Ctx) {
     let (b, _) = tenant(store, "beta").await;
     user(store, a, "ana@acme.mx", Role::Empleado).await;
     let err = store
-        .user_create(a, &new_user("ana@acme.mx", Role::Viewer))
+        .user_create(
+            a,
+            &new_user("ana@acme.mx", Role::Viewer),
+            UserId::new(),
+            None,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -830,7 +841,12 @@ async fn users_are_tenant_scoped(cx: Ctx) {
     let (a, _) = tenant(store, "acme").await;
     let (b, b_admin) = tenant(store, "beta").await;
     let new = new_user("ana@acme.mx", Role::Empleado);
-    let ana = store.user_create(a, &new).await.unwrap();
+    let ana = made(
+        store
+            .user_create(a, &new, UserId::new(), None)
+            .await
+            .unwrap(),
+    );
 
     assert!(store.user_get(b, ana.id).await.unwrap().is_none());
     assert!(

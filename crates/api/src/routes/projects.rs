@@ -36,9 +36,6 @@ pub async fn create(
     headers: axum::http::HeaderMap,
     Json(body): Json<CreateProjectRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let (project, created) = state
         .service
         .create_project(
@@ -47,17 +44,13 @@ pub async fn create(
                 name: body.name,
                 code: body.code,
                 address: body.address,
-                idempotency_key,
+                idempotency_key: crate::extract::idempotency_key(&headers),
             },
         )
         .await?;
     let location = format!("/v1/projects/{}", project.id);
     Ok((
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
+        crate::extract::created_or_replayed(created),
         [(header::LOCATION, location)],
         Json(ProjectDto::from(project)),
     ))

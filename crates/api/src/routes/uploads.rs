@@ -20,8 +20,6 @@ use crate::dto::{
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json, JsonBytes, Query, parse_id, to_json};
 
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
 /// Start an upload: returns signed URLs to send the bytes to.
 ///
 /// Above the multipart threshold (64 MiB by default) the answer is a
@@ -51,9 +49,7 @@ pub async fn initiate(
     Json(body): Json<InitiateUploadRequest>,
 ) -> Result<Response, ApiError> {
     let project: ProjectId = parse_id(&id)?;
-    let idempotency_key = headers
-        .get(IDEMPOTENCY_KEY)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let idempotency_key = crate::extract::idempotency_key(&headers);
     let out = state
         .service
         .initiate_upload(

@@ -1,7 +1,7 @@
 //! `/v1/users`: user administration inside the caller's tenant.
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use buildpeer_core::ids::UserId;
 use buildpeer_core::pagination::PageRequest;
@@ -13,10 +13,16 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json, Query, parse_id};
 
 /// Create a user (admins).
+///
+/// With an `Idempotency-Key`, a retried request (same key, same e-mail, name
+/// and role) gets the user the first one created, with 200; the same key
+/// with a different body is refused (422 `idempotency_key_reused`).
 #[utoipa::path(post, path = "/v1/users", tag = "users",
+    params(("Idempotency-Key" = Option<String>, Header)),
     request_body = CreateUserRequest,
     responses(
         (status = 201, body = UserDto),
+        (status = 200, description = "An idempotent replay", body = UserDto),
         (status = 403, body = Problem),
         (status = 409, description = "E-mail taken in this tenant", body = Problem),
         (status = 422, body = Problem),
@@ -24,9 +30,10 @@ use crate::extract::{Auth, Json, Query, parse_id};
 pub async fn create(
     State(state): State<AppState>,
     Auth(actor): Auth,
+    headers: axum::http::HeaderMap,
     Json(body): Json<CreateUserRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let user = state
+    let (user, created) = state
         .service
         .create_user(
             &actor,
@@ -35,12 +42,13 @@ pub async fn create(
                 password: body.password,
                 name: body.name,
                 role: body.role,
+                idempotency_key: crate::extract::idempotency_key(&headers),
             },
         )
         .await?;
     let location = format!("/v1/users/{}", user.id);
     Ok((
-        StatusCode::CREATED,
+        crate::extract::created_or_replayed(created),
         [(header::LOCATION, location)],
         Json(UserDto::from(user)),
     ))

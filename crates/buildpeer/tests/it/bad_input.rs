@@ -23,6 +23,7 @@ scenarios!(
     patch_semantics_and_archived_projects,
     refused_bodies_are_read_before_the_answer,
     project_creation_is_safe_to_retry,
+    user_creation_is_safe_to_retry,
 );
 
 /// Sends `body` as-is with the given content type.
@@ -718,4 +719,38 @@ async fn project_creation_is_safe_to_retry(backend: Backend) {
     let theirs = create(supervisor.token(), "k-1", json!({ "name": "Torre Sur" })).await;
     theirs.assert_status(201);
     assert_ne!(theirs.json()["id"], first.json()["id"]);
+}
+
+/// Creating a user with an `Idempotency-Key` is safe to retry: the same key
+/// and body answer with the first user (a retry with another password too:
+/// passwords are not compared); the same key with another e-mail is refused.
+async fn user_creation_is_safe_to_retry(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let acme = app.create_tenant("acme").await;
+    let admin = acme.admin.token();
+    let app = &app;
+    let create = |key: &str, body: serde_json::Value| {
+        let rb = app
+            .request(Method::POST, "/v1/users", Some(admin))
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move { app.send(rb).await }
+    };
+    let body = |email: &str, password: &str| json!({ "email": email, "password": password, "name": "Juan", "role": "empleado" });
+    let first = create("u-1", body("juan@acme.mx", "obra-segura-1")).await;
+    first.assert_status(201);
+    let again = create("u-1", body("juan@acme.mx", "otra-clave-22")).await;
+    again.assert_status(200);
+    assert_eq!(again.json(), first.json());
+    let other = create("u-1", body("pedro@acme.mx", "obra-segura-1")).await;
+    other.assert_invalid_field("idempotency_key", "idempotency_key_reused");
+    // Without a key, the e-mail is simply taken.
+    let plain = app
+        .post(
+            "/v1/users",
+            Some(admin),
+            &body("juan@acme.mx", "obra-segura-1"),
+        )
+        .await;
+    plain.assert_status(409);
 }

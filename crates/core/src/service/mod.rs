@@ -124,3 +124,52 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| CoreError::Internal(Box::new(e)))
 }
+
+/// An `Idempotency-Key`: 1–255 visible ASCII characters.
+fn parse_idempotency_key(s: &str) -> Result<String, crate::error::Invalid> {
+    if (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(s.to_owned())
+    } else {
+        Err(crate::error::Invalid::new(
+            "invalid_idempotency_key",
+            "1 to 255 visible ASCII characters",
+        ))
+    }
+}
+
+/// A digest of a creating request's fields, for its idempotency key: absent
+/// and empty differ, and a length prefix keeps fields apart.
+fn request_digest(parts: &[Option<&str>]) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for part in parts {
+        match part {
+            Some(p) => {
+                h.update([1]);
+                h.update((p.len() as u64).to_le_bytes());
+                h.update(p.as_bytes());
+            }
+            None => h.update([0]),
+        }
+    }
+    h.finalize().into()
+}
+
+/// A creation's outcome as (the resource, whether this request created it);
+/// a key used before with another request is refused.
+fn replayed<T>(outcome: crate::ports::Creation<T>) -> Result<(T, bool), CoreError> {
+    match outcome {
+        crate::ports::Creation::Created(created) => Ok((created, true)),
+        crate::ports::Creation::Replayed {
+            existing,
+            same_request: true,
+        } => Ok((existing, false)),
+        crate::ports::Creation::Replayed { .. } => Err(CoreError::invalid(
+            "idempotency_key",
+            crate::error::Invalid::new(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            ),
+        )),
+    }
+}

@@ -8,7 +8,7 @@ use crate::ids::{ProjectId, UserId};
 use crate::model::{Address, Member, Name, Project, ProjectCode, Role};
 use crate::pagination::{Page, PageRequest};
 use crate::policy::{self, Denied, ProjectAction, TenantAction};
-use crate::ports::{CreateProject, IdempotencyKey, NewProject, ProjectFilter, ProjectPatch};
+use crate::ports::{IdempotencyKey, NewProject, ProjectFilter, ProjectPatch};
 use crate::validate;
 
 #[derive(Debug, Clone)]
@@ -91,11 +91,15 @@ impl Service {
             idempotency_key = input
                 .idempotency_key
                 .as_deref()
-                .map(super::uploads::parse_idempotency_key)
+                .map(super::parse_idempotency_key)
                 .transpose(),
         )?;
         let idempotency = idempotency_key.map(|key| IdempotencyKey {
-            request_hash: project_digest(&name, code.as_ref(), address.as_ref()),
+            request_hash: super::request_digest(&[
+                Some(name.as_str()),
+                code.as_ref().map(ProjectCode::as_str),
+                address.as_ref().map(Address::as_str),
+            ]),
             key,
         });
         let project = NewProject {
@@ -116,23 +120,11 @@ impl Service {
             )
             .await
             .map_err(code_conflict)?;
-        match outcome {
-            CreateProject::Created(created) => {
-                self.invalidate_project(actor.tenant_id, None).await;
-                Ok((created, true))
-            }
-            CreateProject::Replayed {
-                project,
-                same_request: true,
-            } => Ok((project, false)),
-            CreateProject::Replayed { .. } => Err(CoreError::invalid(
-                "idempotency_key",
-                crate::error::Invalid::new(
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with a different request",
-                ),
-            )),
+        let (project, created) = super::replayed(outcome)?;
+        if created {
+            self.invalidate_project(actor.tenant_id, None).await;
         }
+        Ok((project, created))
     }
 
     /// Admins see every project of the tenant; everyone else the projects
@@ -268,26 +260,4 @@ impl Service {
         removed?;
         Ok(())
     }
-}
-
-/// What makes two project creations "the same request" for a key.
-fn project_digest(name: &Name, code: Option<&ProjectCode>, address: Option<&Address>) -> [u8; 32] {
-    use sha2::{Digest as _, Sha256};
-    let mut h = Sha256::new();
-    for part in [
-        Some(name.as_str()),
-        code.map(ProjectCode::as_str),
-        address.map(Address::as_str),
-    ] {
-        // Absent and empty differ; a length prefix keeps fields apart.
-        match part {
-            Some(p) => {
-                h.update([1]);
-                h.update((p.len() as u64).to_le_bytes());
-                h.update(p.as_bytes());
-            }
-            None => h.update([0]),
-        }
-    }
-    h.finalize().into()
 }

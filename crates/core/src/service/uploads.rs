@@ -267,7 +267,7 @@ impl Service {
             idempotency_key = input
                 .idempotency_key
                 .as_deref()
-                .map(parse_idempotency_key)
+                .map(super::parse_idempotency_key)
                 .transpose(),
         )?;
         let content_type = ContentType::parse(&input.content_type)
@@ -746,18 +746,6 @@ impl Service {
     }
 }
 
-/// 1–255 visible ASCII characters.
-pub(super) fn parse_idempotency_key(s: &str) -> Result<String, Invalid> {
-    if (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(s.to_owned())
-    } else {
-        Err(Invalid::new(
-            "invalid_idempotency_key",
-            "1 to 255 visible ASCII characters",
-        ))
-    }
-}
-
 /// What makes two initiations "the same request" for an idempotency key.
 fn request_digest(
     project: ProjectId,
@@ -823,10 +811,10 @@ mod tests {
 
     #[test]
     fn idempotency_keys() {
-        assert!(parse_idempotency_key("abc-123").is_ok());
-        assert!(parse_idempotency_key("").is_err());
-        assert!(parse_idempotency_key("a b").is_err());
-        assert!(parse_idempotency_key(&"a".repeat(256)).is_err());
+        assert!(crate::service::parse_idempotency_key("abc-123").is_ok());
+        assert!(crate::service::parse_idempotency_key("").is_err());
+        assert!(crate::service::parse_idempotency_key("a b").is_err());
+        assert!(crate::service::parse_idempotency_key(&"a".repeat(256)).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::ids::UserId;
 use crate::model::{Email, Name, Password, Role, User};
 use crate::pagination::{Page, PageRequest};
 use crate::policy::TenantAction;
-use crate::ports::{NewUser, UserPatch};
+use crate::ports::{IdempotencyKey, NewUser, UserPatch};
 use crate::validate;
 
 #[derive(Debug, Clone)]
@@ -16,6 +16,11 @@ pub struct CreateUserInput {
     pub password: String,
     pub name: String,
     pub role: String,
+    /// The client's `Idempotency-Key`: a retry with the same key and body
+    /// answers with the user the first request created. The password is
+    /// not part of what is compared (it is never kept, not even hashed
+    /// fast), so a retry with another password replays the first user.
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -33,18 +38,33 @@ impl Service {
             .ok_or(CoreError::NotFound)
     }
 
+    /// The user and whether this request created it (`false`: an
+    /// idempotent replay of an earlier one).
     pub async fn create_user(
         &self,
         actor: &Actor,
         input: CreateUserInput,
-    ) -> Result<User, CoreError> {
+    ) -> Result<(User, bool), CoreError> {
         self.require(actor, TenantAction::ManageUsers)?;
-        let (email, password, name, role) = validate!(
+        let (email, password, name, role, idempotency_key) = validate!(
             email = Email::parse(&input.email),
             password = Password::parse(&input.password),
             name = Name::parse(&input.name),
             role = Role::parse(&input.role),
+            idempotency_key = input
+                .idempotency_key
+                .as_deref()
+                .map(super::parse_idempotency_key)
+                .transpose(),
         )?;
+        let idempotency = idempotency_key.map(|key| IdempotencyKey {
+            request_hash: super::request_digest(&[
+                Some(email.as_str()),
+                Some(name.as_str()),
+                Some(role.as_str()),
+            ]),
+            key,
+        });
         let password_hash = blocking(move || hash_password(&password)).await??;
         let user = NewUser {
             id: UserId::new(),
@@ -54,8 +74,12 @@ impl Service {
             password_hash,
             created_at: self.clock.now(),
         };
-        match self.store.user_create(actor.tenant_id, &user).await {
-            Ok(u) => Ok(u),
+        let outcome = self
+            .store
+            .user_create(actor.tenant_id, &user, actor.user_id, idempotency.as_ref())
+            .await;
+        match outcome {
+            Ok(outcome) => super::replayed(outcome),
             Err(StoreError::Conflict(Conflict::UserEmail)) => Err(CoreError::conflict(
                 "conflict",
                 "a user with that e-mail already exists in this tenant",

@@ -6,7 +6,7 @@ use buildpeer_core::ids::{MembershipId, ProjectId, SessionFamilyId, TenantId, Us
 use buildpeer_core::model::{Email, Member, Project, Slug, Tenant, User, UserCredentials};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
-    AccountStore, CreateProject, IdempotencyKey, NewProject, NewRefreshToken, NewTenant, NewUser,
+    AccountStore, Creation, IdempotencyKey, NewProject, NewRefreshToken, NewTenant, NewUser,
     ProjectFilter, ProjectPatch, RotateOutcome, StoreResult, UserPatch,
 };
 use chrono::{DateTime, Utc};
@@ -15,6 +15,49 @@ use uuid::Uuid;
 use super::{Store, owned};
 use crate::exec::{On, Query, Tx, q};
 use crate::sql::{self, CredentialsRow, MemberRow, ProjectRow, TenantRow, UserRow};
+
+/// Claims `key` for a creating request of `by` (`scope`: what it creates,
+/// `id`: its id) in the creating transaction. `Some((id, same_request))`:
+/// the key was used before, for that resource (committed and visible here,
+/// as for upload keys: SQLite serialises writers, and on PostgreSQL the claim
+/// waited for the transaction holding the key).
+async fn claim(
+    tx: &mut Tx,
+    tenant: TenantId,
+    by: UserId,
+    scope: &str,
+    key: &IdempotencyKey,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> StoreResult<Option<(Uuid, bool)>> {
+    let claimed = q(sql::KEY_CLAIM)
+        .bind(tenant.as_uuid())
+        .bind(by.as_uuid())
+        .bind(scope)
+        .bind(&key.key)
+        .bind(&key.request_hash[..])
+        .bind(id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        == 1;
+    if claimed {
+        return Ok(None);
+    }
+    let row: Option<(Vec<u8>, Uuid)> = q(sql::KEY_REPLAY)
+        .bind(tenant.as_uuid())
+        .bind(by.as_uuid())
+        .bind(scope)
+        .bind(&key.key)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match row {
+        Some((hash, id)) => Ok(Some((id, hash == key.request_hash))),
+        None => Err(StoreError::Unavailable(
+            "idempotency key released during the request".into(),
+        )),
+    }
+}
 
 async fn insert_user<'c>(
     on: impl Into<On<'c>>,
@@ -108,8 +151,43 @@ impl AccountStore for Store {
         Ok(row.map(Tenant::from))
     }
 
-    async fn user_create(&self, tenant: TenantId, user: &NewUser) -> StoreResult<User> {
-        insert_user(&self.pool, tenant, user).await
+    async fn user_create(
+        &self,
+        tenant: TenantId,
+        user: &NewUser,
+        by: UserId,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<Creation<User>> {
+        let Some(key) = idempotency else {
+            return insert_user(&self.pool, tenant, user)
+                .await
+                .map(Creation::Created);
+        };
+        let mut tx = self.write().await?;
+        let claimed = claim(
+            &mut tx,
+            tenant,
+            by,
+            "user",
+            key,
+            user.id.as_uuid(),
+            user.created_at,
+        )
+        .await?;
+        if let Some((id, same_request)) = claimed {
+            let existing: Option<UserRow> = owned(sql::USER_GET, tenant, id)
+                .fetch_optional(&mut tx)
+                .await?;
+            let existing =
+                existing.ok_or_else(|| StoreError::Unavailable("the key's user is gone".into()))?;
+            return Ok(Creation::Replayed {
+                existing: existing.try_into()?,
+                same_request,
+            });
+        }
+        let created = insert_user(&mut tx, tenant, user).await?;
+        tx.commit().await?;
+        Ok(Creation::Created(created))
     }
 
     async fn user_get(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<User>> {
@@ -182,44 +260,29 @@ impl AccountStore for Store {
         project: &NewProject,
         creator_member: bool,
         idempotency: Option<&IdempotencyKey>,
-    ) -> StoreResult<CreateProject> {
+    ) -> StoreResult<Creation<Project>> {
         let mut tx = self.write().await?;
-        if let Some(key) = idempotency {
-            let claimed = q(sql::KEY_CLAIM)
-                .bind(tenant.as_uuid())
-                .bind(project.created_by.as_uuid())
-                .bind("project")
-                .bind(&key.key)
-                .bind(&key.request_hash[..])
-                .bind(project.id.as_uuid())
-                .bind(project.created_at)
-                .execute(&mut tx)
-                .await?
-                == 1;
-            if !claimed {
-                // Committed and visible here, as for upload keys.
-                let row: Option<(Vec<u8>, Uuid)> = q(sql::KEY_REPLAY)
-                    .bind(tenant.as_uuid())
-                    .bind(project.created_by.as_uuid())
-                    .bind("project")
-                    .bind(&key.key)
-                    .fetch_optional(&mut tx)
-                    .await?;
-                let Some((hash, id)) = row else {
-                    return Err(StoreError::Unavailable(
-                        "idempotency key released during the request".into(),
-                    ));
-                };
-                let replayed: Option<ProjectRow> = owned(sql::PROJECT_GET, tenant, id)
-                    .fetch_optional(&mut tx)
-                    .await?;
-                let replayed = replayed
-                    .ok_or_else(|| StoreError::Unavailable("the key's project is gone".into()))?;
-                return Ok(CreateProject::Replayed {
-                    project: replayed.into(),
-                    same_request: hash == key.request_hash,
-                });
-            }
+        if let Some(key) = idempotency
+            && let Some((id, same_request)) = claim(
+                &mut tx,
+                tenant,
+                project.created_by,
+                "project",
+                key,
+                project.id.as_uuid(),
+                project.created_at,
+            )
+            .await?
+        {
+            let existing: Option<ProjectRow> = owned(sql::PROJECT_GET, tenant, id)
+                .fetch_optional(&mut tx)
+                .await?;
+            let existing = existing
+                .ok_or_else(|| StoreError::Unavailable("the key's project is gone".into()))?;
+            return Ok(Creation::Replayed {
+                existing: existing.into(),
+                same_request,
+            });
         }
         let row: ProjectRow = q(sql::PROJECT_INSERT)
             .bind(project.id.as_uuid())
@@ -236,7 +299,7 @@ impl AccountStore for Store {
             add_member(&mut tx, tenant, project.id, by, project.created_at).await?;
         }
         tx.commit().await?;
-        Ok(CreateProject::Created(row.into()))
+        Ok(Creation::Created(row.into()))
     }
 
     async fn project_get(&self, tenant: TenantId, id: ProjectId) -> StoreResult<Option<Project>> {
