@@ -129,15 +129,23 @@ fn upload_headers(headers: &mut HeaderMap, checked: &[(&'static str, u32, u32)])
 /// 429 `too_many_uploads` with `Retry-After: 1`: a place frees as soon as
 /// one of the uploads in flight ends.
 fn too_many_uploads(busy: buildpeer_core::service::UploadsBusy) -> Response {
+    let detail = format!(
+        "{} uploads are already in flight (the {} limit); retry in 1 s",
+        busy.limit, busy.policy
+    );
+    let mut response = problem_429("too_many_uploads", detail, 1);
+    upload_headers(response.headers_mut(), &[(busy.policy, busy.limit, 0)]);
+    response
+}
+
+/// A 429 problem with `Retry-After`.
+fn problem_429(code: &'static str, detail: String, retry: u64) -> Response {
     let problem = Problem {
-        kind: "urn:buildpeer:problem:too_many_uploads".into(),
+        kind: format!("urn:buildpeer:problem:{code}"),
         title: "Too Many Requests",
         status: 429,
-        code: "too_many_uploads",
-        detail: format!(
-            "{} uploads are already in flight (the {} limit); retry in 1 s",
-            busy.limit, busy.policy
-        ),
+        code,
+        detail,
         errors: Vec::new(),
     };
     let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(problem)).into_response();
@@ -146,8 +154,7 @@ fn too_many_uploads(busy: buildpeer_core::service::UploadsBusy) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
-    upload_headers(headers, &[(busy.policy, busy.limit, 0)]);
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
     response
 }
 
@@ -268,22 +275,9 @@ fn policy_header(status: &RateStatus) -> Option<HeaderValue> {
 pub fn too_many(status: &RateStatus) -> Response {
     let retry = ceil_secs(status.retry_after()).max(1);
     let policy = status.tightest().map_or("request", |t| t.policy);
-    let problem = Problem {
-        kind: "urn:buildpeer:problem:rate_limited".into(),
-        title: "Too Many Requests",
-        status: 429,
-        code: "rate_limited",
-        detail: format!("too many requests (the {policy} limit); retry in {retry} s"),
-        errors: Vec::new(),
-    };
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(problem)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
-    set_headers(headers, status);
+    let detail = format!("too many requests (the {policy} limit); retry in {retry} s");
+    let mut response = problem_429("rate_limited", detail, retry);
+    set_headers(response.headers_mut(), status);
     response
 }
 
