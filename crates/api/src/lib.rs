@@ -6,6 +6,7 @@ mod drain;
 mod dto;
 mod error;
 mod extract;
+mod linger;
 mod ratelimit;
 mod retry;
 mod routes;
@@ -174,7 +175,7 @@ impl Api {
             let mut builder = builder.clone();
             builder.http1().max_buf_size(read_buffer_max(counted.open));
             let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(linger::Lingering::new(stream)), service)
                 .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {

@@ -24,6 +24,7 @@ scenarios!(
     refused_bodies_are_read_before_the_answer,
     project_creation_is_safe_to_retry,
     user_creation_is_safe_to_retry,
+    refusals_reach_the_client_through_haproxy,
 );
 
 /// Sends `body` as-is with the given content type.
@@ -634,10 +635,10 @@ async fn exchange(stream: &mut tokio::net::TcpStream, head: &str, len: usize) ->
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            stream.read(&mut byte).await.unwrap(),
-            1,
-            "the answer ended early"
+        let read = stream.read(&mut byte).await;
+        assert!(
+            matches!(read, Ok(1)),
+            "the answer ended early ({read:?}) after {sent} of {len} bytes sent"
         );
         buf.push(byte[0]);
     }
@@ -753,4 +754,86 @@ async fn user_creation_is_safe_to_retry(backend: Backend) {
         )
         .await;
     plain.assert_status(409);
+}
+
+/// `haproxy -db` (foreground) in front of `backend`, on a port of its own;
+/// stopped when dropped.
+struct Haproxy {
+    child: tokio::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    async fn start(backend: std::net::SocketAddr) -> Option<Self> {
+        let bin = buildpeer_testkit::required_tool("haproxy")?;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  maxconn 256\n\
+                 defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+                 frontend fe\n  bind {addr}\n  default_backend be\n\
+                 backend be\n  server app {backend}\n"
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Some(Self {
+                    child,
+                    addr,
+                    _dir: dir,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("haproxy did not listen on {addr}");
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Through a real HAProxy, a PATCH refused before its body is read (401)
+/// reaches the client every time as a 401, not as a reset, whether its body
+/// is read in full (1 MiB) or only up to the bound (9 MiB).
+async fn refusals_reach_the_client_through_haproxy(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let Some(proxy) = Haproxy::start(app.addr).await else {
+        return;
+    };
+    for (round, len) in [(1usize << 20); 10]
+        .into_iter()
+        .chain([9 << 20; 3])
+        .enumerate()
+    {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let head = format!(
+            "PATCH /v1/tus/00000000-0000-7000-8000-000000000000 HTTP/1.1\r\nHost: x\r\n\
+             Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+             Content-Type: application/offset+octet-stream\r\nContent-Length: {len}\r\n\r\n"
+        );
+        let (answer, _) = exchange(&mut stream, &head, len).await;
+        assert!(
+            answer.starts_with("http/1.1 401"),
+            "round {round} ({len} bytes): {answer}"
+        );
+    }
 }
