@@ -113,7 +113,21 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.parts();
+        let (status, _) = self.parts();
+        self.answer(status)
+    }
+}
+
+impl ApiError {
+    /// The problem response with another status than the usual one (a
+    /// protocol's own: tus answers a bad header 400, not 422), in the body
+    /// as well as on the response.
+    pub fn with_status(self, status: StatusCode) -> Response {
+        self.answer(status)
+    }
+
+    fn answer(self, status: StatusCode) -> Response {
+        let (_, code) = self.parts();
         let retry_after = match &self {
             ApiError::Blob(e) | ApiError::Core(CoreError::StorageUnavailable(e)) => {
                 e.circuit_open()

@@ -55,16 +55,21 @@ pub async fn enforce(
 enum Data {
     /// Sends bytes (a tus PATCH): holds a place among the uploads in flight.
     Sends,
-    /// Asks where an upload stands (a tus HEAD).
+    /// Asks where an upload stands (a tus HEAD), or for a download.
     Asks,
 }
 
 /// The tus upload routes' PATCH and HEAD (also as a POST with
-/// `X-HTTP-Method-Override`, as some clients send them).
+/// `X-HTTP-Method-Override`, as some clients send them), and the download
+/// redirects (a gallery asks for a thumbnail per photo).
 fn data_request(req: &Request) -> Option<Data> {
     let route = req.extensions().get::<axum::extract::MatchedPath>()?;
-    if route.as_str() != "/v1/tus/{id}" {
-        return None;
+    match route.as_str() {
+        "/v1/tus/{id}" => {}
+        "/v1/uploads/{id}/content" | "/v1/uploads/{id}/thumbnails/{name}" => {
+            return Some(Data::Asks);
+        }
+        _ => return None,
     }
     let overridden = req
         .headers()
@@ -95,7 +100,7 @@ async fn upload(
 ) -> Response {
     let slot = match kind {
         Data::Asks => None,
-        Data::Sends => match state.service.upload_slot(claims.tid, claims.sub) {
+        Data::Sends => match state.service.upload_slot(claims.tid, Some(claims.sub)) {
             Ok(slot) => Some(slot),
             Err(busy) => return too_many_uploads(busy),
         },
@@ -128,7 +133,7 @@ fn upload_headers(headers: &mut HeaderMap, checked: &[(&'static str, u32, u32)])
 
 /// 429 `too_many_uploads` with `Retry-After: 1`: a place frees as soon as
 /// one of the uploads in flight ends.
-fn too_many_uploads(busy: buildpeer_core::service::UploadsBusy) -> Response {
+pub(crate) fn too_many_uploads(busy: buildpeer_core::service::UploadsBusy) -> Response {
     let detail = format!(
         "{} uploads are already in flight (the {} limit); retry in 1 s",
         busy.limit, busy.policy

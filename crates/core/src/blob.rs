@@ -85,6 +85,12 @@ impl ObjectKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The tenant a key built by the server belongs to (`tenants/{tenant}/…`).
+    pub fn tenant(&self) -> Option<TenantId> {
+        let id = self.0.strip_prefix("tenants/")?.split('/').next()?;
+        uuid::Uuid::parse_str(id).ok().map(TenantId::from_uuid)
+    }
 }
 
 impl fmt::Display for ObjectKey {
@@ -375,7 +381,15 @@ mod tests {
     #[test]
     fn keys() {
         let k = ObjectKey::original(TenantId::new(), ProjectId::new(), UploadId::new());
-        assert!(ObjectKey::parse(k.as_str()).is_ok());
+        assert_eq!(
+            ObjectKey::parse(k.as_str()).ok().and_then(|k| k.tenant()),
+            k.tenant()
+        );
+        assert!(k.tenant().is_some());
+        assert_eq!(
+            ObjectKey::parse("tenants/x/y").ok().map(|k| k.tenant()),
+            Some(None)
+        );
         for bad in [
             "", "/abs", "a//b", "a/../b", "a/./b", "A/b", "a b", "a/b/", "ñ", "a\\b",
         ] {

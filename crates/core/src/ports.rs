@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::blob::ObjectKey;
+use crate::blob::{CompletedPart, ObjectKey};
 use crate::error::StoreError;
 use crate::ids::{JobId, ProjectId, RefreshTokenId, SessionFamilyId, TenantId, UploadId, UserId};
 use crate::model::{
@@ -206,13 +206,19 @@ pub trait AccountStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Idempotent; `true` when the membership is new. Both ids must exist in
     /// the tenant (the caller checks; the schema's composite keys enforce it).
+    ///
+    /// With `idempotency` (who asked, and their key): a key is recorded only
+    /// by a request that created the membership, so `Replayed { existing:
+    /// true, .. }` means the key's first request created it, and a key never
+    /// recorded answers as if none had been sent.
     async fn member_add(
         &self,
         tenant: TenantId,
         project: ProjectId,
         user: UserId,
         now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
+        idempotency: Option<(UserId, &IdempotencyKey)>,
+    ) -> StoreResult<Creation<bool>>;
     /// `true` when a membership was removed.
     async fn member_remove(
         &self,
@@ -291,17 +297,6 @@ pub enum Creation<T> {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum CreateUpload {
-    Created(Upload),
-    /// The uploader used this idempotency key before; `same_request` tells
-    /// whether with the same request digest.
-    Replayed {
-        upload: Upload,
-        same_request: bool,
-    },
-}
-
 /// Filters of the project upload list; every field narrows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UploadFilter {
@@ -357,8 +352,16 @@ pub trait UploadStore: Send + Sync {
         tenant: TenantId,
         upload: &NewUpload,
         idempotency: Option<&IdempotencyKey>,
-    ) -> StoreResult<CreateUpload>;
+    ) -> StoreResult<Creation<Upload>>;
     async fn upload_get(&self, tenant: TenantId, id: UploadId) -> StoreResult<Option<Upload>>;
+    /// The upload `user` first created with this idempotency key, as
+    /// `Replayed`; `None` if the key is unused.
+    async fn upload_replay(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<Creation<Upload>>>;
     /// The newest live upload of this project and uploader with this declared
     /// SHA-256 whose bytes are stored (`UploadStatus::has_bytes`).
     async fn upload_find_duplicate(
@@ -433,8 +436,24 @@ pub trait UploadStore: Send + Sync {
 
     // System sweeps: these act across tenants on purpose, for the sweepers;
     // nothing a request triggers calls them.
-    /// Marks up to `limit` pending uploads whose URLs expired at or before `now` as
-    /// `EXPIRED`, and returns them as they are after.
+    /// Records the completion a client asked for (the parts it reported;
+    /// none for a single PUT) on a pending upload, or clears it (`None`).
+    async fn upload_set_completion(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        completion: Option<(&[CompletedPart], DateTime<Utc>)>,
+    ) -> StoreResult<()>;
+    /// Up to `limit` pending uploads whose completion was asked for at or
+    /// before `requested_before`, oldest request first, with their parts.
+    async fn uploads_completion_due(
+        &self,
+        requested_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(Upload, Vec<CompletedPart>)>>;
+    /// Marks up to `limit` pending uploads whose URLs expired at or before
+    /// `now` as `EXPIRED` (not those with a completion: they are finished or
+    /// cleared first), and returns them as they are after.
     async fn uploads_expire_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Upload>>;
     /// Up to `limit` uploads trashed before `deleted_before`.
     async fn uploads_purge_due(
@@ -514,13 +533,15 @@ pub struct TusState {
 /// database, so any replica can answer any request (see `service::tus`).
 #[async_trait]
 pub trait TusStore: Send + Sync {
-    /// Writes the upload row (`PENDING`) and its tus row in one transaction.
+    /// Writes the upload row (`PENDING`) and its tus row in one transaction,
+    /// with the idempotency key as `upload_create` does (one key space).
     async fn tus_create(
         &self,
         tenant: TenantId,
         upload: &NewUpload,
         tus: &NewTus,
-    ) -> StoreResult<Upload>;
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<Creation<Upload>>;
     async fn tus_get(&self, tenant: TenantId, id: UploadId) -> StoreResult<Option<TusState>>;
     /// Takes the PATCH lease with `token` until `until` if nobody else holds
     /// a live one (or renews it if `token` holds it); `false` if another

@@ -6,12 +6,13 @@
 use std::num::TryFromIntError;
 
 use buildpeer_core::StoreError;
+use buildpeer_core::blob::CompletedPart;
 use buildpeer_core::error::Conflict;
 use buildpeer_core::ids::{MembershipId, ProjectId, TenantId, UploadId, UserId};
 use buildpeer_core::model::{Member, Project, Role, Tenant, User};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
-    CreateUpload, IdempotencyKey, NewUpload, StoreResult, TenantLimits, TusConcat, TusMultipart,
+    Creation, IdempotencyKey, NewUpload, StoreResult, TenantLimits, TusConcat, TusMultipart,
     TusPart, TusState,
 };
 use buildpeer_core::upload::{Processed, Sha256Hex, Transfer, Upload, UploadFailure, UploadStatus};
@@ -73,6 +74,8 @@ macro_rules! expire_due {
         concat!(
             "WITH due AS MATERIALIZED (SELECT id FROM uploads ",
             "WHERE status = 'PENDING' AND expires_at <= $1 ",
+            // A completion the client asked for is finished (or cleared) first.
+            "AND completion_requested_at IS NULL ",
             // A tus upload whose bytes are all stored is finished, not expired.
             "AND NOT EXISTS (SELECT 1 FROM tus_uploads t WHERE t.tenant_id = uploads.tenant_id ",
             "AND t.upload_id = uploads.id AND t.upload_offset = t.length) ",
@@ -323,6 +326,19 @@ pub(crate) const UPLOADS_PURGE_DUE: &str = concat!(
 /// Its idempotency keys and jobs go with it (`ON DELETE CASCADE`).
 pub(crate) const UPLOAD_PURGE: &str =
     "DELETE FROM uploads WHERE tenant_id = $1 AND id = $2 AND deleted_at < $3";
+
+/// Records (or with NULLs clears) the completion a client asked for, while
+/// the upload is pending.
+pub(crate) const UPLOAD_SET_COMPLETION: &str = "UPDATE uploads \
+     SET completion_requested_at = $3, completion_parts = $4 \
+     WHERE tenant_id = $1 AND id = $2 AND status = 'PENDING'";
+/// Pending uploads whose completion was asked for before `$1` and is not done.
+pub(crate) const UPLOADS_COMPLETION_DUE: &str = concat!(
+    "SELECT ",
+    upload_columns!(),
+    ", completion_parts FROM uploads WHERE status = 'PENDING' ",
+    "AND completion_requested_at <= $1 ORDER BY completion_requested_at LIMIT $2"
+);
 
 /// Pending tus uploads whose bytes are all stored and whose lease is free
 /// (or ran out: its holder died before it could finish them).
@@ -681,6 +697,34 @@ fn corrupt(id: Uuid, what: &str) -> StoreError {
     StoreError::Other(format!("upload {id}: {what}").into())
 }
 
+/// A pending upload with the completion its client asked for.
+#[derive(FromRow)]
+pub(crate) struct CompletionRow {
+    #[sqlx(flatten)]
+    upload: UploadRow,
+    completion_parts: String,
+}
+
+impl TryFrom<CompletionRow> for (Upload, Vec<CompletedPart>) {
+    type Error = StoreError;
+
+    fn try_from(row: CompletionRow) -> StoreResult<Self> {
+        let parts: Vec<(u32, String)> =
+            serde_json::from_str(&row.completion_parts).map_err(|e| StoreError::Other(e.into()))?;
+        let parts = parts
+            .into_iter()
+            .map(|(number, etag)| CompletedPart { number, etag })
+            .collect();
+        Ok((row.upload.try_into()?, parts))
+    }
+}
+
+/// The JSON a completion's parts are kept as.
+pub(crate) fn completion_parts(parts: &[CompletedPart]) -> StoreResult<String> {
+    let pairs: Vec<(u32, &str)> = parts.iter().map(|p| (p.number, p.etag.as_str())).collect();
+    serde_json::to_string(&pairs).map_err(|e| StoreError::Other(e.into()))
+}
+
 /// An upload found through its idempotency key.
 #[derive(FromRow)]
 pub(crate) struct ReplayRow {
@@ -690,10 +734,10 @@ pub(crate) struct ReplayRow {
 }
 
 impl ReplayRow {
-    pub(crate) fn outcome(self, key: &IdempotencyKey) -> StoreResult<CreateUpload> {
-        Ok(CreateUpload::Replayed {
+    pub(crate) fn outcome(self, key: &IdempotencyKey) -> StoreResult<Creation<Upload>> {
+        Ok(Creation::Replayed {
             same_request: self.request_hash == key.request_hash,
-            upload: self.upload.try_into()?,
+            existing: self.upload.try_into()?,
         })
     }
 }

@@ -18,9 +18,9 @@ use buildpeer_core::ids::{
 use buildpeer_core::model::{Address, Email, Name, ProjectCode, Role, Slug};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
-    CreateUpload, Creation, IdempotencyKey, MetadataStore, NewJob, NewProject, NewRefreshToken,
-    NewTenant, NewTus, NewUpload, NewUser, ProjectFilter, ProjectPatch, RotateOutcome,
-    TenantLimits, TusConcat, TusMultipart, TusPart, UploadFilter, UserPatch,
+    Creation, IdempotencyKey, MetadataStore, NewJob, NewProject, NewRefreshToken, NewTenant,
+    NewTus, NewUpload, NewUser, ProjectFilter, ProjectPatch, RotateOutcome, TenantLimits,
+    TusConcat, TusMultipart, TusPart, UploadFilter, UserPatch,
 };
 use buildpeer_core::queue::{FailOutcome, Job, JobFailure, JobState};
 use buildpeer_core::upload::{
@@ -117,6 +117,8 @@ conformance!(
     project_keys_replay_what_they_created,
     tus_parts_ledger_records_with_the_offset,
     tus_declare_length_and_terminate,
+    tus_creation_keys_share_the_upload_key_space,
+    member_keys_replay_what_the_first_request_did,
 );
 
 fn options() -> DbOptions {
@@ -453,9 +455,16 @@ fn idempotency(key: &str, hash: u8) -> IdempotencyKey {
     }
 }
 
-fn created(outcome: CreateUpload) -> Upload {
+fn added(outcome: Creation<bool>) -> bool {
     match outcome {
-        CreateUpload::Created(upload) => upload,
+        Creation::Created(added) => added,
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+fn created(outcome: Creation<Upload>) -> Upload {
+    match outcome {
+        Creation::Created(upload) => upload,
         other => panic!("expected Created, got {other:?}"),
     }
 }
@@ -1020,7 +1029,9 @@ async fn project_list_filters_and_pages(cx: Ctx) {
         p.push(project(store, t, admin, &format!("Obra {i}")).await);
     }
     for &i in &[1, 3, 4] {
-        assert!(store.member_add(t, p[i], ana, now()).await.unwrap());
+        assert!(added(
+            store.member_add(t, p[i], ana, now(), None).await.unwrap()
+        ));
     }
     store.project_archive(t, p[4], now()).await.unwrap();
 
@@ -1097,7 +1108,9 @@ async fn projects_and_members_are_tenant_scoped(cx: Ctx) {
     let pa = project(store, a, admin_a, "Torre").await;
     let pb = project(store, b, admin_b, "Puente").await;
     let ana = user(store, a, "ana@acme.mx", Role::Empleado).await;
-    assert!(store.member_add(a, pa, ana, now()).await.unwrap());
+    assert!(added(
+        store.member_add(a, pa, ana, now(), None).await.unwrap()
+    ));
     let original = store.project_get(a, pa).await.unwrap().unwrap();
 
     assert!(store.project_get(b, pa).await.unwrap().is_none());
@@ -1143,11 +1156,11 @@ async fn projects_and_members_are_tenant_scoped(cx: Ctx) {
     assert!(store.member_is(a, pa, ana).await.unwrap(), "still a member");
 
     // No membership can cross tenants, whichever side names the other.
-    assert!(store.member_add(b, pa, ana, now()).await.is_err());
-    assert!(store.member_add(b, pa, admin_b, now()).await.is_err());
-    assert!(store.member_add(a, pa, admin_b, now()).await.is_err());
-    assert!(store.member_add(a, pb, ana, now()).await.is_err());
-    assert!(store.member_add(b, pb, ana, now()).await.is_err());
+    assert!(store.member_add(b, pa, ana, now(), None).await.is_err());
+    assert!(store.member_add(b, pa, admin_b, now(), None).await.is_err());
+    assert!(store.member_add(a, pa, admin_b, now(), None).await.is_err());
+    assert!(store.member_add(a, pb, ana, now(), None).await.is_err());
+    assert!(store.member_add(b, pb, ana, now(), None).await.is_err());
     assert!(
         store
             .member_list(b, pb, first(10))
@@ -1169,15 +1182,23 @@ async fn members_add_remove_list(cx: Ctx) {
 
     assert!(!store.member_is(t, p, u1).await.unwrap());
     let added_at = now();
-    assert!(store.member_add(t, p, u1, added_at).await.unwrap());
+    assert!(added(
+        store.member_add(t, p, u1, added_at, None).await.unwrap()
+    ));
     assert!(
-        !store.member_add(t, p, u1, now()).await.unwrap(),
+        !added(store.member_add(t, p, u1, now(), None).await.unwrap()),
         "idempotent"
     );
     assert!(store.member_is(t, p, u1).await.unwrap());
-    assert!(store.member_add(t, p, u2, now()).await.unwrap());
-    assert!(store.member_add(t, p, u3, now()).await.unwrap());
-    assert!(store.member_add(t, other, u1, now()).await.unwrap());
+    assert!(added(
+        store.member_add(t, p, u2, now(), None).await.unwrap()
+    ));
+    assert!(added(
+        store.member_add(t, p, u3, now(), None).await.unwrap()
+    ));
+    assert!(added(
+        store.member_add(t, other, u1, now(), None).await.unwrap()
+    ));
 
     let rename = UserPatch {
         name: Some(Name::parse("Uno Renombrado").unwrap()),
@@ -1217,7 +1238,7 @@ async fn members_add_remove_list(cx: Ctx) {
         .collect();
     assert_eq!(users, [u3, u1]);
     assert!(
-        store.member_add(t, p, u2, now()).await.unwrap(),
+        added(store.member_add(t, p, u2, now(), None).await.unwrap()),
         "re-adding works"
     );
 }
@@ -1595,8 +1616,8 @@ async fn upload_idempotency_keys_replay(cx: Ctx) {
     let retry = new_upload(t, p, admin);
     assert_eq!(
         store.upload_create(t, &retry, Some(&key)).await.unwrap(),
-        CreateUpload::Replayed {
-            upload: original.clone(),
+        Creation::Replayed {
+            existing: original.clone(),
             same_request: true
         }
     );
@@ -1604,8 +1625,8 @@ async fn upload_idempotency_keys_replay(cx: Ctx) {
     // The very same upload again is a replay too, not a clash on its id.
     assert_eq!(
         store.upload_create(t, &initial, Some(&key)).await.unwrap(),
-        CreateUpload::Replayed {
-            upload: original.clone(),
+        Creation::Replayed {
+            existing: original.clone(),
             same_request: true
         }
     );
@@ -1616,8 +1637,8 @@ async fn upload_idempotency_keys_replay(cx: Ctx) {
             .upload_create(t, &new_upload(t, p, admin), Some(&other_request))
             .await
             .unwrap(),
-        CreateUpload::Replayed {
-            upload: original.clone(),
+        Creation::Replayed {
+            existing: original.clone(),
             same_request: false
         }
     );
@@ -1650,8 +1671,8 @@ async fn upload_idempotency_keys_replay(cx: Ctx) {
             .upload_create(t, &new_upload(t, p, admin), Some(&key))
             .await
             .unwrap(),
-        CreateUpload::Replayed {
-            upload: marked,
+        Creation::Replayed {
+            existing: marked,
             same_request: true
         }
     );
@@ -1682,19 +1703,19 @@ async fn concurrent_creates_with_one_key_write_one_upload(cx: Ctx) {
     let winners: Vec<&Upload> = outcomes
         .iter()
         .filter_map(|o| match o {
-            CreateUpload::Created(upload) => Some(upload),
-            CreateUpload::Replayed { .. } => None,
+            Creation::Created(upload) => Some(upload),
+            Creation::Replayed { .. } => None,
         })
         .collect();
     assert_eq!(winners.len(), 1, "{outcomes:?}");
     let winner = winners[0].clone();
     for outcome in &outcomes {
-        if let CreateUpload::Replayed {
-            upload,
+        if let Creation::Replayed {
+            existing,
             same_request,
         } = outcome
         {
-            assert_eq!(upload, &winner);
+            assert_eq!(existing, &winner);
             assert!(same_request);
         }
     }
@@ -2964,7 +2985,11 @@ async fn tus_create_get_round_trip(cx: Ctx) {
 
     let plain = new_upload(t, p, admin);
     let tus = new_tus(t, &plain, Some(3 * MIB));
-    let upload = store.tus_create(t, &plain, &tus).await.unwrap();
+    let upload = store
+        .tus_create(t, &plain, &tus, None)
+        .await
+        .map(created)
+        .unwrap();
     assert_eq!(upload.status, UploadStatus::Pending);
     assert_eq!(upload.id, plain.id);
     let got = store.tus_get(t, plain.id).await.unwrap().unwrap();
@@ -2987,7 +3012,11 @@ async fn tus_create_get_round_trip(cx: Ctx) {
         concat: Some(TusConcat::Partial),
         ..new_tus(t, &deferred, None)
     };
-    store.tus_create(t, &deferred, &tus).await.unwrap();
+    store
+        .tus_create(t, &deferred, &tus, None)
+        .await
+        .map(created)
+        .unwrap();
     let got = store.tus_get(t, deferred.id).await.unwrap().unwrap();
     assert_eq!(got.length, None);
     assert_eq!(got.multipart, tus.multipart);
@@ -3001,7 +3030,11 @@ async fn tus_create_get_round_trip(cx: Ctx) {
         concat: Some(TusConcat::Final(partials.clone())),
         ..new_tus(t, &fin, Some(3 * MIB))
     };
-    store.tus_create(t, &fin, &tus).await.unwrap();
+    store
+        .tus_create(t, &fin, &tus, None)
+        .await
+        .map(created)
+        .unwrap();
     let got = store.tus_get(t, fin.id).await.unwrap().unwrap();
     assert_eq!(got.offset, 3 * MIB);
     assert_eq!(got.concat, Some(TusConcat::Final(partials)));
@@ -3009,7 +3042,7 @@ async fn tus_create_get_round_trip(cx: Ctx) {
     // The upload row and the tus row are written together: a duplicate id
     // writes neither.
     let again = store
-        .tus_create(t, &plain, &new_tus(t, &plain, Some(1)))
+        .tus_create(t, &plain, &new_tus(t, &plain, Some(1)), None)
         .await;
     assert!(again.is_err());
     assert_eq!(
@@ -3025,8 +3058,9 @@ async fn tus_lease_fences_the_offset(cx: Ctx) {
     let p = project(store, t, admin, "Torre").await;
     let up = new_upload(t, p, admin);
     store
-        .tus_create(t, &up, &new_tus(t, &up, Some(100)))
+        .tus_create(t, &up, &new_tus(t, &up, Some(100)), None)
         .await
+        .map(created)
         .unwrap();
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     let lease = TimeDelta::seconds(20);
@@ -3107,8 +3141,9 @@ async fn tus_complete_uploads_are_finished_not_expired(cx: Ctx) {
     let partial = new_upload(t, p, admin);
     for up in [&complete, &partial] {
         store
-            .tus_create(t, up, &new_tus(t, up, Some(100)))
+            .tus_create(t, up, &new_tus(t, up, Some(100)), None)
             .await
+            .map(created)
             .unwrap();
     }
     let holder = Uuid::now_v7();
@@ -3174,7 +3209,11 @@ async fn tus_parts_ledger_records_with_the_offset(cx: Ctx) {
         }),
         ..new_tus(t, &up, Some(20 * MIB))
     };
-    store.tus_create(t, &up, &tus).await.unwrap();
+    store
+        .tus_create(t, &up, &tus, None)
+        .await
+        .map(created)
+        .unwrap();
     let token = Uuid::now_v7();
     let at = now();
     assert!(
@@ -3248,8 +3287,9 @@ async fn tus_declare_length_and_terminate(cx: Ctx) {
         ..new_upload(t, p, admin)
     };
     store
-        .tus_create(t, &up, &new_tus(t, &up, None))
+        .tus_create(t, &up, &new_tus(t, &up, None), None)
         .await
+        .map(created)
         .unwrap();
     let at = now();
     assert!(
@@ -3276,5 +3316,126 @@ async fn tus_declare_length_and_terminate(cx: Ctx) {
     assert_eq!(
         store.tus_terminate(t, UploadId::new(), at).await.unwrap(),
         None
+    );
+}
+
+async fn tus_creation_keys_share_the_upload_key_space(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let p = project(store, t, admin, "Torre").await;
+    let key = idempotency("tus-1", 1);
+    assert_eq!(store.upload_replay(t, admin, &key).await.unwrap(), None);
+
+    let first = new_upload(t, p, admin);
+    let original = created(
+        store
+            .tus_create(t, &first, &new_tus(t, &first, Some(MIB)), Some(&key))
+            .await
+            .unwrap(),
+    );
+    let replay = Creation::Replayed {
+        existing: original.clone(),
+        same_request: true,
+    };
+    assert_eq!(
+        store.upload_replay(t, admin, &key).await.unwrap(),
+        Some(replay.clone())
+    );
+    // A retry with a fresh id writes neither row.
+    let retry = new_upload(t, p, admin);
+    assert_eq!(
+        store
+            .tus_create(t, &retry, &new_tus(t, &retry, Some(MIB)), Some(&key))
+            .await
+            .unwrap(),
+        replay
+    );
+    assert!(store.upload_get(t, retry.id).await.unwrap().is_none());
+    assert!(store.tus_get(t, retry.id).await.unwrap().is_none());
+    // One key space with signed initiation; another digest is told apart.
+    let signed = new_upload(t, p, admin);
+    assert_eq!(
+        store
+            .upload_create(t, &signed, Some(&idempotency("tus-1", 2)))
+            .await
+            .unwrap(),
+        Creation::Replayed {
+            existing: original,
+            same_request: false,
+        }
+    );
+    // Keys are the user's own.
+    let ana = user(store, t, "ana@acme.mx", Role::Empleado).await;
+    assert_eq!(store.upload_replay(t, ana, &key).await.unwrap(), None);
+}
+
+async fn member_keys_replay_what_the_first_request_did(cx: Ctx) {
+    let store = &*cx.store;
+    let (t, admin) = tenant(store, "acme").await;
+    let p = project(store, t, admin, "Torre").await;
+    let ana = user(store, t, "ana@acme.mx", Role::Empleado).await;
+    let luis = user(store, t, "luis@acme.mx", Role::Empleado).await;
+    let key = idempotency("m-1", 1);
+    let by = Some((admin, &key));
+
+    // The first request adds; its retry answers the same, and adds nothing.
+    assert_eq!(
+        store.member_add(t, p, ana, now(), by).await.unwrap(),
+        Creation::Created(true)
+    );
+    let replayed = Creation::Replayed {
+        existing: true,
+        same_request: true,
+    };
+    assert_eq!(
+        store.member_add(t, p, ana, now(), by).await.unwrap(),
+        replayed
+    );
+    // Even after the member was removed: the retry does not add them back.
+    assert!(store.member_remove(t, p, ana).await.unwrap());
+    assert_eq!(
+        store.member_add(t, p, ana, now(), by).await.unwrap(),
+        replayed
+    );
+    let members = store.member_list(t, p, first(10)).await.unwrap();
+    assert!(members.iter().all(|m| m.user_id != ana), "{members:?}");
+    // The key with another request is told apart, and writes nothing.
+    let other = idempotency("m-1", 2);
+    assert_eq!(
+        store
+            .member_add(t, p, luis, now(), Some((admin, &other)))
+            .await
+            .unwrap(),
+        Creation::Replayed {
+            existing: true,
+            same_request: false,
+        }
+    );
+    assert!(
+        store
+            .member_list(t, p, first(10))
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.user_id != luis)
+    );
+    // A request that found the member already there records no key.
+    assert!(added(
+        store.member_add(t, p, luis, now(), None).await.unwrap()
+    ));
+    let fresh = idempotency("m-2", 3);
+    assert_eq!(
+        store
+            .member_add(t, p, luis, now(), Some((admin, &fresh)))
+            .await
+            .unwrap(),
+        Creation::Created(false)
+    );
+    assert_eq!(
+        store
+            .member_add(t, p, luis, now(), Some((admin, &fresh)))
+            .await
+            .unwrap(),
+        Creation::Created(false)
     );
 }

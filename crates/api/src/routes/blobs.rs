@@ -10,7 +10,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use buildpeer_core::CoreError;
-use buildpeer_core::blob::{BlobError, SignedMethod, SignedRequest};
+use buildpeer_core::blob::{BlobError, ObjectKey, SignedMethod, SignedRequest};
 use futures_util::StreamExt as _;
 
 use crate::AppState;
@@ -59,13 +59,25 @@ pub async fn handle(
     };
     match method {
         SignedMethod::Put => {
+            // A place among the tenant's uploads in flight, as a tus PATCH
+            // takes (see `Service::upload_slot`); given back before a
+            // refused body is drained.
+            let slot = match ObjectKey::parse(&key).ok().and_then(|k| k.tenant()) {
+                Some(tenant) => match state.service.upload_slot(tenant, None) {
+                    Ok(slot) => Some(slot),
+                    Err(busy) => return Ok(crate::ratelimit::too_many_uploads(busy)),
+                },
+                None => None,
+            };
             // Shared, so that what the store leaves unread can be drained.
             let body = Arc::new(tokio::sync::Mutex::new(req.into_body().into_data_stream()));
             let feed = futures_util::stream::unfold(body.clone(), |body| async move {
                 let next = body.lock().await.next().await;
                 next.map(|chunk| (chunk.map_err(|e| BlobError::Other(Box::new(e))), body))
             });
-            let etag = match endpoint.signed_put(signed, Box::pin(feed)).await {
+            let put = endpoint.signed_put(signed, Box::pin(feed)).await;
+            drop(slot);
+            let etag = match put {
                 Ok(etag) => etag,
                 Err(e) => {
                     if content_length.is_none_or(|n| n <= DRAIN_LIMIT) {

@@ -148,9 +148,13 @@ pub async fn members(
 }
 
 /// Add a user to a project (admins, member supervisors). 201 when new, 204
-/// when the user already was a member.
+/// when the user already was a member. With an `Idempotency-Key`, a retry
+/// (same key, same project and user) answers as the first request did (201
+/// if that one added the member); the key with another project or user is
+/// refused (422 `idempotency_key_reused`).
 #[utoipa::path(put, path = "/v1/projects/{id}/members/{user_id}", tag = "projects",
-    params(("id" = uuid::Uuid, Path), ("user_id" = uuid::Uuid, Path)),
+    params(("id" = uuid::Uuid, Path), ("user_id" = uuid::Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header)),
     responses(
         (status = 201, description = "Added"),
         (status = 204, description = "Already a member"),
@@ -161,10 +165,15 @@ pub async fn add_member(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path((id, user_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let id: ProjectId = parse_id(&id)?;
     let user_id: UserId = parse_id(&user_id)?;
-    let created = state.service.add_member(&actor, id, user_id).await?;
+    let key = crate::extract::idempotency_key(&headers);
+    let created = state
+        .service
+        .add_member(&actor, id, user_id, key.as_deref())
+        .await?;
     Ok(if created {
         StatusCode::CREATED
     } else {

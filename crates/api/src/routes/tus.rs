@@ -86,11 +86,7 @@ fn error(e: CoreError) -> Response {
     let locked = status == Some(StatusCode::LOCKED);
     let mut r = match (status, &e) {
         (Some(status), CoreError::Conflict { code, message }) => tus_error(status, code, message),
-        (Some(status), _) => {
-            let mut r = ApiError::Core(e).into_response();
-            *r.status_mut() = status;
-            r
-        }
+        (Some(status), _) => ApiError::Core(e).with_status(status),
         (None, _) => ApiError::Core(e).into_response(),
     };
     if locked {
@@ -280,14 +276,17 @@ pub async fn create(State(state): State<AppState>, Auth(actor): Auth, req: Reque
         defer_length: defer,
         metadata,
         concat,
+        idempotency_key: crate::extract::idempotency_key(h),
     };
     let trace = traceparent(h);
-    let created = match service.tus_create(&actor, input).await {
-        Ok(info) => info,
+    let (created, new) = match service.tus_create(&actor, input).await {
+        Ok(created) => created,
         Err(e) => return error(e),
     };
     let mut info = created.clone();
-    if let Some(mut patch) = patch {
+    // A replayed creation answers where the upload stands; the client
+    // resumes from there rather than from this request's body.
+    if let Some(mut patch) = patch.filter(|_| new) {
         patch.length = None;
         let body = body_stream(body);
         let id = created.id;

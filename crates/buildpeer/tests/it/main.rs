@@ -25,6 +25,7 @@ mod pagination;
 mod poison_job;
 mod processing;
 mod resilience;
+mod retries;
 mod roles;
 mod storage_faults;
 mod tus;

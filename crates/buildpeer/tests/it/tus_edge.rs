@@ -339,9 +339,10 @@ async fn uploads_left_complete_by_a_dead_process_are_finished() {
 }
 
 /// A user whose request quota is nearly spent still uploads: tus HEADs and
-/// PATCHes count against no request quota. What bounds them is the uploads
-/// in flight: past the per-user bound a PATCH gets 429 `too_many_uploads`
-/// with `Retry-After: 1`, and a place is free again when one ends.
+/// PATCHes and the download redirects count against no request quota. What
+/// bounds uploads is the places in flight: past the per-user bound a PATCH
+/// gets 429 `too_many_uploads` with `Retry-After: 1`, past the tenant's a
+/// PUT to a local signed URL too, and a place is free again when one ends.
 async fn uploads_count_against_no_request_quota_but_are_bounded_in_flight(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         // One request a minute refills: the burst is all the test has.
@@ -350,6 +351,7 @@ async fn uploads_count_against_no_request_quota_but_are_bounded_in_flight(backen
             burst: 6,
         };
         c.cache.limits.uploads_per_user = 2;
+        c.cache.limits.uploads_per_tenant = 2;
     })
     .await;
     let t = app.create_tenant("tus-quota").await;
@@ -361,13 +363,36 @@ async fn uploads_count_against_no_request_quota_but_are_bounded_in_flight(backen
         r.assert_status(201);
         locs.push(r.header("location").unwrap().to_owned());
     }
-    // Four of the six requests are spent; forty data requests follow.
+    let signed = app
+        .post(
+            &format!("/v1/projects/{project}/uploads"),
+            Some(token),
+            &serde_json::json!({"filename": "a.jpg", "content_type": "image/jpeg", "size": 100}),
+        )
+        .await;
+    signed.assert_status(201);
+    let signed = signed.json()["upload"].clone();
+    let put_signed = || {
+        let mut rb = app
+            .client
+            .put(signed["url"].as_str().unwrap())
+            .body(vec![7u8; 100]);
+        for (k, v) in signed["headers"].as_object().unwrap() {
+            rb = rb.header(k.as_str(), v.as_str().unwrap());
+        }
+        app.send(rb)
+    };
+    // Five of the six requests are spent; sixty data requests follow.
+    let id = locs[0].rsplit('/').next().unwrap().to_owned();
     for i in 0..20u64 {
         let r = app.send(tus(&app, Method::HEAD, &locs[0], token)).await;
         r.assert_status(200);
         patch(&app, token, &locs[0], i * 100, vec![1u8; 100])
             .await
             .assert_status(204);
+        app.get(&format!("/v1/uploads/{id}/content"), token)
+            .await
+            .assert_problem(409, "upload_incomplete");
     }
     app.get("/v1/me", token).await.assert_status(200);
 
@@ -384,6 +409,16 @@ async fn uploads_count_against_no_request_quota_but_are_bounded_in_flight(backen
         refused.header("ratelimit-policy"),
         Some("\"uploads_user\";q=2")
     );
+    // A local signed PUT takes a place among the tenant's (on S3 the PUT
+    // goes to S3, which this process does not serve).
+    if !app.on_s3() {
+        let refused = put_signed().await;
+        refused.assert_problem(429, "too_many_uploads");
+        assert_eq!(
+            refused.header("ratelimit-policy"),
+            Some("\"uploads_tenant\";q=2")
+        );
+    }
     // One ends (its client goes away): its place is free.
     drop(slow_a);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -401,4 +436,14 @@ async fn uploads_count_against_no_request_quota_but_are_bounded_in_flight(backen
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(slow_b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = put_signed().await;
+        if r.status.is_success() {
+            break;
+        }
+        assert_eq!(r.status.as_u16(), 429, "{r}");
+        assert!(std::time::Instant::now() < deadline, "no place freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

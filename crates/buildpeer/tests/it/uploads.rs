@@ -8,7 +8,8 @@
 //! de-duplication, limits and quota, hostile filenames, attacks on the signed
 //! URLs (wrong length, type, method, key, signature, expiry), roles and
 //! tenant isolation, list filters and pages, trash, restore and purge, the
-//! expiry sweeper, metrics, and the local blob endpoint itself.
+//! expiry sweeper, completions finished for a process that died, metrics,
+//! and the local blob endpoint itself.
 
 use crate::common;
 
@@ -16,8 +17,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use buildpeer_core::blob::{ObjectKey, ObjectMeta};
+use buildpeer_core::blob::{CompletedPart, ObjectKey, ObjectMeta};
+use buildpeer_core::ids::{TenantId, UploadId};
 use buildpeer_core::ports::TenantLimits;
+use buildpeer_core::upload::Transfer;
 use chrono::{DateTime, Utc};
 use common::{Backend, Resp, TestApp, TestTenant, TestUser, uuid};
 use reqwest::header::HeaderMap;
@@ -40,6 +43,7 @@ scenarios!(
     trash_and_restore,
     trash_is_purged,
     pending_uploads_expire,
+    completions_survive_a_crash,
     upload_metrics,
     local_blob_endpoint,
 );
@@ -2040,4 +2044,170 @@ async fn local_blob_endpoint(backend: Backend) {
     // The object is intact.
     let got = download(&app, token, id).await;
     assert_eq!(sha256_hex(&got.body), sha256_hex(&bytes));
+}
+
+/// Sends every part of a multipart plan; returns the parts as a client
+/// reports them on completion.
+async fn send_parts(app: &TestApp, started: &Value, data: &[u8]) -> Vec<CompletedPart> {
+    let plan = &started["upload"];
+    let size = plan["part_size"].as_u64().unwrap() as usize;
+    let mut parts = Vec::new();
+    for (n, part) in plan["parts"].as_array().unwrap().iter().enumerate() {
+        let chunk = data[n * size..((n + 1) * size).min(data.len())].to_vec();
+        let sent = put_as(app, part["url"].as_str().unwrap(), None, chunk).await;
+        assert_eq!(sent.status, 200, "{sent}");
+        parts.push(CompletedPart {
+            number: part["number"].as_u64().unwrap() as u32,
+            etag: sent.header("etag").expect("an ETag").to_owned(),
+        });
+    }
+    parts
+}
+
+/// A completion the client asked for is finished even when the process that
+/// took it died before marking the upload: after recording it, or after
+/// assembling the multipart object. The sweeper finishes it with no client
+/// action, and the client's own retry answers the same. One whose bytes are
+/// not all there is cleared (the upload then expires as usual); one asked
+/// for moments ago is left to the request still at it.
+async fn completions_survive_a_crash(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.uploads.multipart_threshold = 6 * MIB;
+        c.sweep_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let acme = app.create_tenant("acme").await;
+    let token = acme.admin.token();
+    let project = app.create_project(token, "Torre Norte").await;
+    let tenant = TenantId::from_uuid(acme.id);
+    let long_ago = Utc::now() - chrono::Duration::minutes(5);
+    let record = |id: Uuid, parts: Vec<CompletedPart>, at: DateTime<Utc>| {
+        let store = app.store.clone();
+        async move {
+            store
+                .upload_set_completion(tenant, UploadId::from_uuid(id), Some((&parts, at)))
+                .await
+                .unwrap();
+        }
+    };
+
+    // Multipart: every part sent; died right after recording the completion.
+    let recorded = noise(20 * MIB as usize, 3);
+    let started = start(
+        &app,
+        token,
+        project,
+        &declare("a.tiff", "image/tiff", &recorded),
+    )
+    .await;
+    let recorded_id = uuid(&started["id"]);
+    let recorded_parts = send_parts(&app, &started, &recorded).await;
+    record(recorded_id, recorded_parts.clone(), long_ago).await;
+
+    // Multipart: died after assembling the object, before marking it.
+    let assembled = noise(20 * MIB as usize, 4);
+    let started = start(
+        &app,
+        token,
+        project,
+        &declare("b.tiff", "image/tiff", &assembled),
+    )
+    .await;
+    let assembled_id = uuid(&started["id"]);
+    let parts = send_parts(&app, &started, &assembled).await;
+    let row = app
+        .store
+        .upload_get(tenant, UploadId::from_uuid(assembled_id))
+        .await
+        .unwrap()
+        .unwrap();
+    let Transfer::Multipart { upload_id, .. } = &row.transfer else {
+        panic!("{row:?}");
+    };
+    let key = object_key(acme.id, project, assembled_id);
+    app.blobs
+        .multipart_complete(&key, upload_id, &parts)
+        .await
+        .unwrap();
+    record(assembled_id, parts, long_ago).await;
+
+    // A single PUT: sent; died after recording the completion.
+    let single = photo(PHOTO);
+    let started = start(
+        &app,
+        token,
+        project,
+        &declare("c.jpg", "image/jpeg", &single),
+    )
+    .await;
+    let single_id = uuid(&started["id"]);
+    let put = put_signed(&app, &started["upload"], single.clone()).await;
+    assert_eq!(put.status, 200, "{put}");
+    record(single_id, Vec::new(), long_ago).await;
+
+    // Recorded, but the bytes never came.
+    let idle = start(
+        &app,
+        token,
+        project,
+        &declare("d.jpg", "image/jpeg", &photo(PHOTO_2)),
+    )
+    .await;
+    let idle_id = uuid(&idle["id"]);
+    record(idle_id, Vec::new(), long_ago).await;
+
+    // Recorded a moment ago: its request may still be at it.
+    let recent_bytes = noise(4096, 5);
+    let recent = start(
+        &app,
+        token,
+        project,
+        &declare("e.jpg", "image/jpeg", &recent_bytes),
+    )
+    .await;
+    let recent_id = uuid(&recent["id"]);
+    let put = put_signed(&app, &recent["upload"], recent_bytes).await;
+    assert_eq!(put.status, 200, "{put}");
+    record(recent_id, Vec::new(), Utc::now()).await;
+
+    let report = app.service.sweep(100).await.expect("sweep");
+    assert_eq!(report.finished, 3, "{report:?}");
+    assert_eq!(report.expired, 0, "{report:?}");
+    for (id, bytes) in [
+        (recorded_id, &recorded),
+        (assembled_id, &assembled),
+        (single_id, &single),
+    ] {
+        assert_eq!(get_upload(&app, token, id).await["status"], "UPLOADED");
+        assert_eq!(app.count_jobs_of_upload(id).await, 1);
+        let link = download_url(&app, token, id).await;
+        let got = raw(app.client.get(&link)).await;
+        assert_eq!(got.status, 200, "{got}");
+        assert_eq!(sha256_hex(&got.body), sha256_hex(bytes));
+    }
+    // The client's retry, had it come, answers as a completion does.
+    let parts: Vec<Value> = recorded_parts
+        .iter()
+        .map(|p| json!({ "number": p.number, "etag": p.etag }))
+        .collect();
+    let again = complete(&app, token, recorded_id, Some(&json!({ "parts": parts }))).await;
+    again.assert_status(200);
+    assert_eq!(again.json()["status"], "UPLOADED");
+    assert_eq!(app.count_jobs_of_upload(recorded_id).await, 1);
+
+    // Nothing to finish for the idle one: cleared, pending, and it will
+    // expire; the recent one waits for its request.
+    assert_eq!(get_upload(&app, token, idle_id).await["status"], "PENDING");
+    assert_eq!(
+        get_upload(&app, token, recent_id).await["status"],
+        "PENDING"
+    );
+    let due = app
+        .store
+        .uploads_completion_due(Utc::now(), 10)
+        .await
+        .unwrap();
+    let due: Vec<Uuid> = due.iter().map(|(u, _)| u.id.as_uuid()).collect();
+    assert_eq!(due, [recent_id]);
+    assert_eq!(app.service.sweep(100).await.expect("sweep").finished, 0);
 }

@@ -5,10 +5,11 @@
 //! must not take it down.
 //!
 //! Uploads are not API calls: a phone sending 50 photos at once makes
-//! hundreds of tus requests a minute. Data requests (tus PATCH and HEAD)
-//! count against no request quota; what protects the service from them is
-//! a bound on the uploads in flight per user and per tenant in this process
-//! ([`Service::upload_slot`]), each in-flight PATCH holding one place.
+//! hundreds of tus requests a minute. Data requests (tus PATCH and HEAD,
+//! signed PUTs and GETs, the download redirects) count against no request
+//! quota; what protects the service from them is a bound on the uploads in
+//! flight per user and per tenant in this process ([`Service::upload_slot`]),
+//! each in-flight PATCH or signed PUT holding one place.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -193,11 +194,16 @@ impl Service {
         Some(self.check_all(checks).await)
     }
 
-    /// Takes a place for one upload in flight (a tus PATCH) of `user` in
-    /// `tenant`, or says which bound refused it. Counted in this process:
-    /// it protects this process's memory, connections and disk, which is
-    /// what an upload uses.
-    pub fn upload_slot(&self, tenant: TenantId, user: UserId) -> Result<UploadSlot, UploadsBusy> {
+    /// Takes a place for one upload in flight (a tus PATCH, a signed PUT)
+    /// in `tenant`, and of `user` when known (a signed URL names no user),
+    /// or says which bound refused it. Counted in this process: it protects
+    /// this process's memory, connections and disk, which is what an upload
+    /// uses.
+    pub fn upload_slot(
+        &self,
+        tenant: TenantId,
+        user: Option<UserId>,
+    ) -> Result<UploadSlot, UploadsBusy> {
         take_slot(&self.limits, tenant, user)
     }
 
@@ -273,21 +279,22 @@ impl Service {
 fn take_slot(
     limiting: &Limiting,
     tenant: TenantId,
-    user: UserId,
+    user: Option<UserId>,
 ) -> Result<UploadSlot, UploadsBusy> {
     let limits = &limiting.limits;
-    let bounds = [
-        ("uploads_user", Holder::User(user), limits.uploads_per_user),
-        (
+    let user = user.map(|user| ("uploads_user", Holder::User(user), limits.uploads_per_user));
+    let bounds: Vec<_> = user
+        .into_iter()
+        .chain([(
             "uploads_tenant",
             Holder::Tenant(tenant),
             limits.uploads_per_tenant,
-        ),
-    ];
+        )])
+        .collect();
     let in_flight = &limiting.in_flight;
     let mut map = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
     let mut checked = Vec::with_capacity(2);
-    for (policy, holder, limit) in bounds {
+    for &(policy, holder, limit) in &bounds {
         if limit == 0 {
             continue;
         }
@@ -336,7 +343,7 @@ mod tests {
             UserId::from_uuid(uuid::Uuid::now_v7()),
             UserId::from_uuid(uuid::Uuid::now_v7()),
         );
-        let slot = |tenant, user| take_slot(&limiting, tenant, user);
+        let slot = |tenant, user| take_slot(&limiting, tenant, Some(user));
         let a1 = slot(t, a).unwrap();
         assert_eq!(
             a1.checked,
@@ -351,6 +358,15 @@ mod tests {
         drop(a1);
         assert!(slot(t, b).is_ok());
         drop(a2);
+        // Without a user (a signed PUT) only the tenant's bound applies.
+        let anonymous = take_slot(&limiting, t, None).unwrap();
+        assert_eq!(anonymous.checked, [("uploads_tenant", 3, 1)]);
+        let second = take_slot(&limiting, t, None).unwrap();
+        assert_eq!(
+            take_slot(&limiting, t, None).unwrap_err().policy,
+            "uploads_tenant"
+        );
+        drop((anonymous, second));
         drop(b1);
         assert!(limiting.in_flight.lock().unwrap().is_empty());
     }

@@ -215,13 +215,27 @@ impl Service {
         Ok(Page::from_rows(rows, page, |m| m.membership_id.as_uuid()))
     }
 
-    /// Adds a member; `true` when the membership is new.
+    /// Adds a member; `true` when the membership is new. With an
+    /// idempotency key, a retry answers as the key's first request did
+    /// (`true` if that one created the membership).
     pub async fn add_member(
         &self,
         actor: &Actor,
         id: ProjectId,
         user: UserId,
+        idempotency_key: Option<&str>,
     ) -> Result<bool, CoreError> {
+        let key = idempotency_key
+            .map(super::parse_idempotency_key)
+            .transpose()
+            .map_err(|e| CoreError::invalid("idempotency_key", e))?
+            .map(|key| IdempotencyKey {
+                request_hash: super::request_digest(&[
+                    Some(&id.to_string()),
+                    Some(&user.to_string()),
+                ]),
+                key,
+            });
         let project = self
             .authorized_project(actor, id, ProjectAction::ManageMembers)
             .await?;
@@ -233,10 +247,17 @@ impl Service {
         }
         let added = self
             .store
-            .member_add(actor.tenant_id, id, user, self.clock.now())
+            .member_add(
+                actor.tenant_id,
+                id,
+                user,
+                self.clock.now(),
+                key.as_ref().map(|k| (actor.user_id, k)),
+            )
             .await;
         self.invalidate_membership(actor.tenant_id, id, user).await;
-        Ok(added?)
+        let (added, _) = super::replayed(added?)?;
+        Ok(added)
     }
 
     /// Removes a member; idempotent once the project and user exist.

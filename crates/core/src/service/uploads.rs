@@ -17,7 +17,7 @@ use crate::model::Project;
 use crate::model::Role;
 use crate::pagination::{Page, PageRequest};
 use crate::policy::{self, ProjectAction};
-use crate::ports::{CreateUpload, IdempotencyKey, NewJob, NewUpload, TenantLimits, UploadFilter};
+use crate::ports::{Creation, IdempotencyKey, NewJob, NewUpload, TenantLimits, UploadFilter};
 use crate::upload::{ContentType, Filename, Sha256Hex, Transfer, Upload, UploadStatus, plan_parts};
 use crate::validate;
 
@@ -110,11 +110,18 @@ pub struct Download {
 /// What the sweepers did in one pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// tus uploads whose bytes were complete, finished for a dead process.
+    /// Uploads whose bytes were complete (tus) or whose completion was asked
+    /// for (signed), finished for a process that died before it could.
     pub finished: usize,
     pub expired: usize,
     pub purged: usize,
 }
+
+/// How long a recorded completion is left to the request that recorded it
+/// before the sweeper takes it over: longer than a completion takes (an S3
+/// multipart assembly of many parts), so the two rarely race; a race is
+/// harmless, as every step of a completion may be repeated.
+const COMPLETION_GRACE: Duration = Duration::seconds(30);
 
 fn incomplete(message: impl Into<String>) -> CoreError {
     CoreError::conflict("upload_incomplete", message)
@@ -329,29 +336,10 @@ impl Service {
             .store
             .upload_create(actor.tenant_id, &new, idempotency.as_ref())
             .await;
-        let (upload, created) = match outcome {
-            Ok(CreateUpload::Created(upload)) => (upload, true),
-            Ok(CreateUpload::Replayed {
-                upload,
-                same_request,
-            }) => {
-                self.abandon_multipart(&key, &transfer).await;
-                if !same_request {
-                    return Err(CoreError::invalid(
-                        "idempotency_key",
-                        Invalid::new(
-                            "idempotency_key_reused",
-                            "this Idempotency-Key was used with a different request",
-                        ),
-                    ));
-                }
-                (upload, false)
-            }
-            Err(e) => {
-                self.abandon_multipart(&key, &transfer).await;
-                return Err(e.into());
-            }
-        };
+        if !matches!(outcome, Ok(Creation::Created(_))) {
+            self.abandon_multipart(&key, &transfer).await;
+        }
+        let (upload, created) = super::replayed(outcome?)?;
         if created {
             metrics::counter!("uploads_initiated_total").increment(1);
             tracing::info!(
@@ -453,22 +441,47 @@ impl Service {
                 "the upload is in the trash",
             ));
         }
+        let parts = match &upload.transfer {
+            Transfer::Multipart { part_count, .. } => {
+                let parts = parts.ok_or_else(|| {
+                    CoreError::invalid(
+                        "parts",
+                        Invalid::new("required", "a multipart upload completes with its parts"),
+                    )
+                })?;
+                validate_parts(&parts, *part_count)?;
+                parts
+            }
+            Transfer::Single => Vec::new(),
+        };
+        // Recorded before the object is assembled: if this process dies
+        // before the upload is marked, the sweeper finishes it (see
+        // `finish_completions`), whether or not the client comes back.
+        self.store
+            .upload_set_completion(
+                upload.tenant_id,
+                upload.id,
+                Some((&parts, self.clock.now())),
+            )
+            .await?;
+        self.assemble_and_mark(&upload, &parts, trace_context).await
+    }
+
+    /// The part of a completion that needs no client: assembles a multipart
+    /// object from `parts`, checks that storage holds the declared bytes, and
+    /// marks the upload `UPLOADED`. Bytes that are not all there clear the
+    /// recorded completion (409 `upload_incomplete`: the client sends them
+    /// and completes again).
+    async fn assemble_and_mark(
+        &self,
+        upload: &Upload,
+        parts: &[CompletedPart],
+        trace_context: Option<String>,
+    ) -> Result<Upload, CoreError> {
         let key = ObjectKey::parse(&upload.object_key)
             .map_err(|e| CoreError::Internal(e.message.into()))?;
-        if let Transfer::Multipart {
-            upload_id,
-            part_count,
-            ..
-        } = &upload.transfer
-        {
-            let parts = parts.ok_or_else(|| {
-                CoreError::invalid(
-                    "parts",
-                    Invalid::new("required", "a multipart upload completes with its parts"),
-                )
-            })?;
-            validate_parts(&parts, *part_count)?;
-            match self.blobs.multipart_complete(&key, upload_id, &parts).await {
+        if let Transfer::Multipart { upload_id, .. } = &upload.transfer {
+            match self.blobs.multipart_complete(&key, upload_id, parts).await {
                 Ok(_) => {}
                 // A retried completion whose first attempt assembled the
                 // object: the head check below decides.
@@ -477,17 +490,37 @@ impl Service {
             }
         }
         let stored = self.blobs.head(&key).await.map_err(storage)?;
-        match stored {
-            None => return Err(incomplete("the bytes have not arrived yet")),
-            Some(meta) if meta.size != upload.size => {
-                return Err(incomplete(format!(
-                    "storage holds {} bytes; {} were declared",
-                    meta.size, upload.size
-                )));
-            }
-            Some(_) => {}
+        let missing = match stored {
+            None => Some("the bytes have not arrived yet".to_owned()),
+            Some(meta) if meta.size != upload.size => Some(format!(
+                "storage holds {} bytes; {} were declared",
+                meta.size, upload.size
+            )),
+            Some(_) => None,
+        };
+        if let Some(missing) = missing {
+            self.store
+                .upload_set_completion(upload.tenant_id, upload.id, None)
+                .await?;
+            return Err(incomplete(missing));
         }
-        self.mark_uploaded(&upload, trace_context).await
+        self.mark_uploaded(upload, trace_context).await
+    }
+
+    /// Finishes the completions clients asked for that no process finished
+    /// (it died in between) within `grace`; returns how many it finished.
+    async fn finish_completions(&self, batch: u32) -> Result<usize, CoreError> {
+        let due = self.clock.now() - COMPLETION_GRACE;
+        let mut finished = 0;
+        for (upload, parts) in self.store.uploads_completion_due(due, batch).await? {
+            match self.assemble_and_mark(&upload, &parts, None).await {
+                Ok(_) => finished += 1,
+                Err(e) => {
+                    tracing::warn!(upload_id = %upload.id, error = %e, "could not finish a completion")
+                }
+            }
+        }
+        Ok(finished)
     }
 
     /// `PENDING → UPLOADED` with the processing job, in one transaction (the
@@ -663,9 +696,9 @@ impl Service {
         restored?.ok_or(CoreError::NotFound)
     }
 
-    /// One pass of the sweepers: tus uploads whose bytes are all stored but
-    /// whose process died before finishing them are finished (and never
-    /// expired); pending uploads whose URLs ran out become
+    /// One pass of the sweepers: tus uploads whose bytes are all stored, and
+    /// signed uploads whose completion a client asked for, but whose process
+    /// died before finishing them are finished (and never expired); pending uploads whose URLs ran out become
     /// `EXPIRED` (their multipart uploads aborted, partial bytes removed);
     /// uploads trashed longer than the retention are deleted with their
     /// objects. Work is done in batches of `batch`; a failure leaves the rest
@@ -674,7 +707,8 @@ impl Service {
         let started = Instant::now();
         let now = self.clock.now();
         let mut report = SweepReport {
-            finished: self.tus_finish_stalled(batch).await?,
+            finished: self.tus_finish_stalled(batch).await?
+                + self.finish_completions(batch).await?,
             ..SweepReport::default()
         };
         for upload in self.store.uploads_expire_due(now, batch).await? {

@@ -379,8 +379,41 @@ impl AccountStore for Store {
         project: ProjectId,
         user: UserId,
         now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        add_member(&self.pool, tenant, project, user, now).await
+        idempotency: Option<(UserId, &IdempotencyKey)>,
+    ) -> StoreResult<Creation<bool>> {
+        let Some((by, key)) = idempotency else {
+            return add_member(&self.pool, tenant, project, user, now)
+                .await
+                .map(Creation::Created);
+        };
+        let mut tx = self.write().await?;
+        let added = add_member(&mut tx, tenant, project, user, now).await?;
+        let replayed = if added {
+            // Only a request that creates the membership records its key; if
+            // the key was recorded before, this one rolls back.
+            claim(&mut tx, tenant, by, "membership", key, user.as_uuid(), now)
+                .await?
+                .map(|(_, same_request)| same_request)
+        } else {
+            let row: Option<(Vec<u8>, Uuid)> = q(sql::KEY_REPLAY)
+                .bind(tenant.as_uuid())
+                .bind(by.as_uuid())
+                .bind("membership")
+                .bind(&key.key)
+                .fetch_optional(&mut tx)
+                .await?;
+            row.map(|(hash, _)| hash == key.request_hash)
+        };
+        match replayed {
+            Some(same_request) => Ok(Creation::Replayed {
+                existing: true,
+                same_request,
+            }),
+            None => {
+                tx.commit().await?;
+                Ok(Creation::Created(added))
+            }
+        }
     }
 
     async fn member_remove(

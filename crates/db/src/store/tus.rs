@@ -2,12 +2,14 @@
 
 use async_trait::async_trait;
 use buildpeer_core::ids::{TenantId, UploadId};
-use buildpeer_core::ports::{NewTus, NewUpload, StoreResult, TusPart, TusState, TusStore};
+use buildpeer_core::ports::{
+    Creation, IdempotencyKey, NewTus, NewUpload, StoreResult, TusPart, TusState, TusStore,
+};
 use buildpeer_core::upload::Upload;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::uploads::{insert_upload, uploads};
+use super::uploads::{claim_upload_key, insert_upload, uploads};
 use super::{Store, get_upload, owned, update_upload};
 use crate::exec::q;
 use crate::sql::{self, TusPartRow, TusRow};
@@ -19,7 +21,8 @@ impl TusStore for Store {
         tenant: TenantId,
         upload: &NewUpload,
         tus: &NewTus,
-    ) -> StoreResult<Upload> {
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<Creation<Upload>> {
         let length: Option<i64> = tus.length.map(sql::int).transpose()?;
         let offset: i64 = sql::int(tus.offset)?;
         let part_size: Option<i64> = tus
@@ -29,6 +32,11 @@ impl TusStore for Store {
             .transpose()?;
         let (concat, concat_parts) = sql::tus_concat_columns(tus.concat.as_ref());
         let mut tx = self.write().await?;
+        if let Some(key) = idempotency
+            && let Some(replayed) = claim_upload_key(&mut tx, tenant, upload, key).await?
+        {
+            return Ok(replayed);
+        }
         let created = insert_upload(&mut tx, tenant, upload).await?;
         q(sql::TUS_INSERT)
             .bind(tenant.as_uuid())
@@ -45,7 +53,7 @@ impl TusStore for Store {
             .execute(&mut tx)
             .await?;
         tx.commit().await?;
-        Ok(created)
+        Ok(Creation::Created(created))
     }
 
     async fn tus_get(&self, tenant: TenantId, id: UploadId) -> StoreResult<Option<TusState>> {

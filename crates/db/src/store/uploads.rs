@@ -2,18 +2,19 @@
 
 use async_trait::async_trait;
 use buildpeer_core::StoreError;
+use buildpeer_core::blob::CompletedPart;
 use buildpeer_core::ids::{ProjectId, TenantId, UploadId, UserId};
 use buildpeer_core::pagination::PageRequest;
 use buildpeer_core::ports::{
-    CreateUpload, IdempotencyKey, NewJob, NewUpload, StoreResult, TenantLimits, UploadFilter,
+    Creation, IdempotencyKey, NewJob, NewUpload, StoreResult, TenantLimits, UploadFilter,
     UploadStore,
 };
 use buildpeer_core::upload::{Processed, Sha256Hex, Upload, UploadFailure};
 use chrono::{DateTime, Utc};
 
 use super::{Store, get_upload, owned, update_upload, upload_of};
-use crate::exec::{Query, Tx, q};
-use crate::sql::{self, LimitsRow, ReplayRow, UploadParams, UploadRow};
+use crate::exec::{On, Query, Tx, q};
+use crate::sql::{self, CompletionRow, LimitsRow, ReplayRow, UploadParams, UploadRow};
 
 /// Inserts a pending upload (in the transaction that records what else it
 /// needs: its idempotency key, its tus state).
@@ -41,6 +42,57 @@ pub(super) async fn insert_upload(
         .fetch_one(tx)
         .await?;
     row.try_into()
+}
+
+/// Claims an upload initiation's idempotency key for `upload`, inside the
+/// transaction that creates it; `Some` (nothing claimed) when the uploader
+/// used the key before.
+pub(super) async fn claim_upload_key(
+    tx: &mut Tx,
+    tenant: TenantId,
+    upload: &NewUpload,
+    key: &IdempotencyKey,
+) -> StoreResult<Option<Creation<Upload>>> {
+    let claimed = q(sql::IDEMPOTENCY_CLAIM)
+        .bind(tenant.as_uuid())
+        .bind(upload.uploaded_by.as_uuid())
+        .bind(&key.key)
+        .bind(&key.request_hash[..])
+        .bind(upload.id.as_uuid())
+        .bind(upload.created_at)
+        .execute(&mut *tx)
+        .await?
+        == 1;
+    if claimed {
+        return Ok(None);
+    }
+    // The key's upload is committed and visible here: SQLite serialises
+    // writers; on PostgreSQL the claim waited for the transaction that holds
+    // the key to commit, and this statement's fresh snapshot sees its upload.
+    // None: the upload was purged (taking its key) in between, so the key is
+    // free again and a retry will claim it.
+    match replay(&mut *tx, tenant, upload.uploaded_by, key).await? {
+        Some(replayed) => Ok(Some(replayed)),
+        None => Err(StoreError::Unavailable(
+            "idempotency key released during the request".into(),
+        )),
+    }
+}
+
+/// The upload `user` first created with `key`, as `Replayed`.
+async fn replay<'c>(
+    on: impl Into<On<'c>>,
+    tenant: TenantId,
+    user: UserId,
+    key: &IdempotencyKey,
+) -> StoreResult<Option<Creation<Upload>>> {
+    let row: Option<ReplayRow> = q(sql::IDEMPOTENCY_REPLAY)
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .bind(&key.key)
+        .fetch_optional(on)
+        .await?;
+    row.map(|row| row.outcome(key)).transpose()
 }
 
 /// Uploads a statement returns.
@@ -75,47 +127,29 @@ impl UploadStore for Store {
         tenant: TenantId,
         upload: &NewUpload,
         idempotency: Option<&IdempotencyKey>,
-    ) -> StoreResult<CreateUpload> {
+    ) -> StoreResult<Creation<Upload>> {
         let mut tx = self.write().await?;
-        if let Some(key) = idempotency {
-            let claimed = q(sql::IDEMPOTENCY_CLAIM)
-                .bind(tenant.as_uuid())
-                .bind(upload.uploaded_by.as_uuid())
-                .bind(&key.key)
-                .bind(&key.request_hash[..])
-                .bind(upload.id.as_uuid())
-                .bind(upload.created_at)
-                .execute(&mut tx)
-                .await?
-                == 1;
-            if !claimed {
-                // The key's upload is committed and visible here: SQLite
-                // serialises writers; on PostgreSQL the claim waited for the
-                // transaction that holds the key to commit, and this
-                // statement's fresh snapshot sees its upload.
-                let row: Option<ReplayRow> = q(sql::IDEMPOTENCY_REPLAY)
-                    .bind(tenant.as_uuid())
-                    .bind(upload.uploaded_by.as_uuid())
-                    .bind(&key.key)
-                    .fetch_optional(&mut tx)
-                    .await?;
-                // None: the upload was purged (taking its key) in between,
-                // so the key is free again and a retry will claim it.
-                return match row {
-                    Some(row) => row.outcome(key),
-                    None => Err(StoreError::Unavailable(
-                        "idempotency key released during the request".into(),
-                    )),
-                };
-            }
+        if let Some(key) = idempotency
+            && let Some(replayed) = claim_upload_key(&mut tx, tenant, upload, key).await?
+        {
+            return Ok(replayed);
         }
         let created = insert_upload(&mut tx, tenant, upload).await?;
         tx.commit().await?;
-        Ok(CreateUpload::Created(created))
+        Ok(Creation::Created(created))
     }
 
     async fn upload_get(&self, tenant: TenantId, id: UploadId) -> StoreResult<Option<Upload>> {
         get_upload(&self.pool, tenant, id).await
+    }
+
+    async fn upload_replay(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<Creation<Upload>>> {
+        replay(&self.pool, tenant, user, key).await
     }
 
     async fn upload_find_duplicate(
@@ -252,6 +286,37 @@ impl UploadStore for Store {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Upload>> {
         update_upload(&self.pool, sql::UPLOAD_RESTORE, tenant, id, now).await
+    }
+
+    async fn upload_set_completion(
+        &self,
+        tenant: TenantId,
+        id: UploadId,
+        completion: Option<(&[CompletedPart], DateTime<Utc>)>,
+    ) -> StoreResult<()> {
+        let (parts, at) = match completion {
+            Some((parts, at)) => (Some(sql::completion_parts(parts)?), Some(at)),
+            None => (None, None),
+        };
+        owned(sql::UPLOAD_SET_COMPLETION, tenant, id.as_uuid())
+            .bind(at)
+            .bind(parts.as_deref())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn uploads_completion_due(
+        &self,
+        requested_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(Upload, Vec<CompletedPart>)>> {
+        let rows: Vec<CompletionRow> = q(sql::UPLOADS_COMPLETION_DUE)
+            .bind(requested_before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
     }
 
     async fn uploads_expire_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Upload>> {

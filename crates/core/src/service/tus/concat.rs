@@ -10,7 +10,7 @@ use crate::error::CoreError;
 use crate::ids::UploadId;
 use crate::model::Project;
 use crate::policy::ProjectAction;
-use crate::ports::TusConcat;
+use crate::ports::{Creation, IdempotencyKey, TusConcat};
 use crate::service::uploads::storage;
 use crate::service::{Actor, Service};
 use crate::upload::{Upload, UploadStatus};
@@ -29,7 +29,8 @@ impl Service {
         meta: CreateMetadata,
         raw: String,
         partials: Vec<UploadId>,
-    ) -> Result<TusInfo, CoreError> {
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(TusInfo, bool), CoreError> {
         if partials.is_empty() {
             return Err(invalid("a final upload names at least one partial upload"));
         }
@@ -46,7 +47,16 @@ impl Service {
         let token = uuid::Uuid::now_v7();
         let mut locked = Vec::with_capacity(partials.len());
         let result = self
-            .concat_locked(actor, &project, &meta, raw, &partials, token, &mut locked)
+            .concat_locked(
+                actor,
+                &project,
+                &meta,
+                raw,
+                &partials,
+                token,
+                &mut locked,
+                idempotency,
+            )
             .await;
         for id in locked {
             self.unlock(actor, id, token).await;
@@ -64,7 +74,8 @@ impl Service {
         partials: &[UploadId],
         token: uuid::Uuid,
         locked: &mut Vec<UploadId>,
-    ) -> Result<TusInfo, CoreError> {
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(TusInfo, bool), CoreError> {
         let mut length = 0u64;
         for &id in partials {
             let (upload, tus) = match self.tus_upload(actor, id, true).await {
@@ -105,12 +116,21 @@ impl Service {
 
         let (new, mut tus) = meta.rows(actor, Some(length), length, raw, self.clock.now());
         tus.concat = Some(TusConcat::Final(partials.to_vec()));
-        let upload = self.store.tus_create(actor.tenant_id, &new, &tus).await?;
+        let upload = match self
+            .store
+            .tus_create(actor.tenant_id, &new, &tus, idempotency)
+            .await?
+        {
+            Creation::Created(upload) => upload,
+            replayed @ Creation::Replayed { .. } => {
+                return self.tus_replayed(actor, replayed).await;
+            }
+        };
         metrics::counter!("uploads_initiated_total").increment(1);
         tracing::info!(upload_id = %new.id, project_id = %meta.project_id, length, parts = partials.len(), "tus final upload created");
         let state = initial_state(&tus);
         let upload = self.tus_finish(&upload, &state, None).await?;
-        Ok(TusInfo::new(&upload, &state))
+        Ok((TusInfo::new(&upload, &state), true))
     }
 
     /// Streams the partials' objects, in order, into the final object. A

@@ -124,7 +124,9 @@ use crate::blob::{BlobError, ByteStream, ObjectKey, StagedWrite};
 use crate::error::{CoreError, Invalid};
 use crate::ids::{ProjectId, TenantId, UploadId};
 use crate::policy::ProjectAction;
-use crate::ports::{NewTus, NewUpload, TusConcat, TusMultipart, TusState};
+use crate::ports::{
+    Creation, IdempotencyKey, NewTus, NewUpload, TusConcat, TusMultipart, TusState,
+};
 use crate::upload::plan_parts;
 use crate::upload::{ContentType, Filename, Transfer, Upload, UploadStatus};
 
@@ -214,6 +216,39 @@ pub struct TusCreateInput {
     pub metadata: Option<String>,
     /// `Upload-Concat`.
     pub concat: Option<TusConcat>,
+    /// `Idempotency-Key`: a retried creation (same key, same headers) gets
+    /// the upload the first one created, at its current offset.
+    pub idempotency_key: Option<String>,
+}
+
+impl TusCreateInput {
+    /// The key with a digest of what the creation asks for.
+    fn idempotency(&self) -> Result<Option<IdempotencyKey>, CoreError> {
+        let Some(key) = self.idempotency_key.as_deref() else {
+            return Ok(None);
+        };
+        let key = super::parse_idempotency_key(key)
+            .map_err(|e| CoreError::invalid("idempotency_key", e))?;
+        let length = self.length.map(|l| l.to_string());
+        let concat = self.concat.as_ref().map(|c| match c {
+            TusConcat::Partial => "partial".to_owned(),
+            TusConcat::Final(ids) => ids.iter().fold("final;".to_owned(), |mut s, id| {
+                s.push(' ');
+                s.push_str(&id.to_string());
+                s
+            }),
+        });
+        Ok(Some(IdempotencyKey {
+            request_hash: super::request_digest(&[
+                Some("tus"),
+                self.metadata.as_deref(),
+                length.as_deref(),
+                Some(if self.defer_length { "defer" } else { "" }),
+                concat.as_deref(),
+            ]),
+            key,
+        }))
+    }
 }
 
 /// What a PATCH (or a creation-with-upload) says besides its body.
@@ -398,7 +433,16 @@ impl Service {
         &self,
         actor: &Actor,
         input: TusCreateInput,
-    ) -> Result<TusInfo, CoreError> {
+    ) -> Result<(TusInfo, bool), CoreError> {
+        let idempotency = input.idempotency()?;
+        if let Some(key) = &idempotency
+            && let Some(replayed) = self
+                .store
+                .upload_replay(actor.tenant_id, actor.user_id, key)
+                .await?
+        {
+            return self.tus_replayed(actor, replayed).await;
+        }
         let raw = input.metadata.unwrap_or_default();
         let meta = CreateMetadata::parse(&raw)?;
         if let Some(TusConcat::Final(partials)) = input.concat {
@@ -411,7 +455,9 @@ impl Service {
                     ),
                 ));
             }
-            return self.tus_concat_final(actor, meta, raw, partials).await;
+            return self
+                .tus_concat_final(actor, meta, raw, partials, idempotency.as_ref())
+                .await;
         }
         let length = match (input.length, input.defer_length) {
             (Some(_), true) | (None, false) => {
@@ -457,23 +503,44 @@ impl Service {
                 upload_id,
             })
         };
-        let upload = match self.store.tus_create(actor.tenant_id, &new, &tus).await {
-            Ok(upload) => upload,
-            Err(e) => {
-                if let Some(mp) = &tus.multipart
-                    && let Err(abort) = self
-                        .blobs
-                        .multipart_abort(&new.object_key, &mp.upload_id)
-                        .await
-                {
-                    tracing::warn!(error = %abort, "could not abort the multipart upload of a tus creation that failed");
-                }
-                return Err(e.into());
+        let outcome = self
+            .store
+            .tus_create(actor.tenant_id, &new, &tus, idempotency.as_ref())
+            .await;
+        if !matches!(outcome, Ok(Creation::Created(_)))
+            && let Some(mp) = &tus.multipart
+            && let Err(abort) = self
+                .blobs
+                .multipart_abort(&new.object_key, &mp.upload_id)
+                .await
+        {
+            tracing::warn!(error = %abort, "could not abort the multipart upload of a tus creation that wrote nothing");
+        }
+        let upload = match outcome? {
+            Creation::Created(upload) => upload,
+            replayed @ Creation::Replayed { .. } => {
+                return self.tus_replayed(actor, replayed).await;
             }
         };
         metrics::counter!("uploads_initiated_total").increment(1);
         tracing::info!(upload_id = %id, project_id = %meta.project_id, ?length, "tus upload created");
-        Ok(TusInfo::new(&upload, &initial_state(&tus)))
+        Ok((TusInfo::new(&upload, &initial_state(&tus)), true))
+    }
+
+    /// The answer to a creation whose idempotency key was used before: the
+    /// upload it created, as it stands now.
+    async fn tus_replayed(
+        &self,
+        actor: &Actor,
+        replayed: Creation<Upload>,
+    ) -> Result<(TusInfo, bool), CoreError> {
+        let (upload, _) = super::replayed(replayed)?;
+        let tus = self
+            .store
+            .tus_get(actor.tenant_id, upload.id)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        Ok((TusInfo::new(&upload, &tus), false))
     }
 
     /// A tus upload as the actor may see it; 410 when it is gone.
