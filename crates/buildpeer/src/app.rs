@@ -121,6 +121,15 @@ impl App {
         })
         .with_jobs(config.processing.jobs.clone());
         let service = crate::cache::attach(service, &config.cache).await?;
+        if config.cache.redis_url.is_none() && store.backend() == "postgres" {
+            // The in-process cache hears of no other process's change: a
+            // second replica (or a separate worker) on this database would
+            // serve what it cached before another one changed it.
+            tracing::warn!(
+                "PostgreSQL without BUILDPEER_REDIS_URL: the cache is this process's own; \
+                 run several replicas or a separate worker only with Redis"
+            );
+        }
         if config.bootstrap {
             bootstrap(&service).await?;
         }

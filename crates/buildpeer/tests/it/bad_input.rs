@@ -9,6 +9,7 @@
 
 use crate::common;
 
+use common::haproxy::Haproxy;
 use common::{Backend, TestApp};
 use reqwest::Method;
 use serde_json::json;
@@ -756,67 +757,12 @@ async fn user_creation_is_safe_to_retry(backend: Backend) {
     plain.assert_status(409);
 }
 
-/// `haproxy -db` (foreground) in front of `backend`, on a port of its own;
-/// stopped when dropped.
-struct Haproxy {
-    child: tokio::process::Child,
-    addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    async fn start(backend: std::net::SocketAddr) -> Option<Self> {
-        let bin = buildpeer_testkit::required_tool("haproxy")?;
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global\n  maxconn 256\n\
-                 defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-                 frontend fe\n  bind {addr}\n  default_backend be\n\
-                 backend be\n  server app {backend}\n"
-            ),
-        )
-        .unwrap();
-        let child = tokio::process::Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .kill_on_drop(true)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Some(Self {
-                    child,
-                    addr,
-                    _dir: dir,
-                });
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("haproxy did not listen on {addr}");
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 /// Through a real HAProxy, a PATCH refused before its body is read (401)
 /// reaches the client every time as a 401, not as a reset, whether its body
 /// is read in full (1 MiB) or only up to the bound (9 MiB).
 async fn refusals_reach_the_client_through_haproxy(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let Some(proxy) = Haproxy::start(app.addr).await else {
+    let Some(proxy) = Haproxy::start(&[app.addr]).await else {
         return;
     };
     for (round, len) in [(1usize << 20); 10]

@@ -24,6 +24,7 @@ mod ops;
 mod pagination;
 mod poison_job;
 mod processing;
+mod replica_crash;
 mod resilience;
 mod retries;
 mod roles;

@@ -11,6 +11,7 @@
 //! of scripts/test, tools) it asks `buildpeer_testkit` for: missing, the test
 //! skips, or fails under `CI=true`.
 
+pub mod haproxy;
 pub mod postgres_server;
 pub mod process;
 
