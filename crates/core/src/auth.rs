@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::Expiring;
 use crate::error::CoreError;
-use crate::ids::{TenantId, UserId};
+use crate::ids::{SessionFamilyId, TenantId, UserId};
 use crate::model::{Password, Role};
 
 /// How long an access token lives.
@@ -46,6 +46,12 @@ pub struct Claims {
     /// The tenant.
     pub tid: TenantId,
     pub role: Role,
+    /// The session (refresh-token family) the token was issued in: ending
+    /// the session ends its access tokens too. Absent from tokens issued
+    /// before sessions were named in them, which are let through until they
+    /// expire (minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<SessionFamilyId>,
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
@@ -106,12 +112,14 @@ impl TokenKeys {
         tenant: TenantId,
         user: UserId,
         role: Role,
+        session: SessionFamilyId,
         now: DateTime<Utc>,
     ) -> Result<String, CoreError> {
         let claims = Claims {
             sub: user,
             tid: tenant,
             role,
+            sid: Some(session),
             iat: now.timestamp(),
             exp: (now + ACCESS_TTL).timestamp(),
             iss: ISSUER.to_owned(),
@@ -168,12 +176,14 @@ mod tests {
         let k = keys(&[7u8; 32]);
         let (t, u) = (TenantId::new(), UserId::new());
         let token = k
-            .issue(t, u, Role::Empleado, Utc::now())
+            .issue(t, u, Role::Empleado, SessionFamilyId::new(), Utc::now())
             .unwrap_or_default();
         let claims = k.verify(&token).ok();
         assert_eq!(
-            claims.as_ref().map(|c| (c.tid, c.sub, c.role)),
-            Some((t, u, Role::Empleado))
+            claims
+                .as_ref()
+                .map(|c| (c.tid, c.sub, c.role, c.sid.is_some())),
+            Some((t, u, Role::Empleado, true))
         );
         assert_eq!(k.verify(&token).ok(), claims, "remembered");
         let mut tampered = token.clone();
@@ -182,7 +192,13 @@ mod tests {
         assert!(k.verify(&tampered).is_err(), "tampered after a hit");
         assert!(keys(&[8u8; 32]).verify(&token).is_err(), "other key");
         let expired = k
-            .issue(t, u, Role::Admin, Utc::now() - Duration::hours(1))
+            .issue(
+                t,
+                u,
+                Role::Admin,
+                SessionFamilyId::new(),
+                Utc::now() - Duration::hours(1),
+            )
             .unwrap_or_default();
         assert!(k.verify(&expired).is_err(), "expired");
         assert!(k.verify("not.a.jwt").is_err());

@@ -377,6 +377,42 @@ impl Caching {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>, CoreError>>,
     {
+        self.lookup(name, key, ttl, None, load).await
+    }
+
+    /// As [`Caching::get_or_load`], but while the cache does not answer it
+    /// returns `unavailable` instead of loading: for a check that would
+    /// otherwise put a query on every request while only the database is
+    /// left to answer.
+    pub async fn get_or_load_unless_down<T, F, Fut>(
+        &self,
+        name: &'static CacheName,
+        key: &CacheKey,
+        ttl: Duration,
+        unavailable: T,
+        load: F,
+    ) -> Result<Option<T>, CoreError>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, CoreError>>,
+    {
+        self.lookup(name, key, ttl, Some(unavailable), load).await
+    }
+
+    async fn lookup<T, F, Fut>(
+        &self,
+        name: &'static CacheName,
+        key: &CacheKey,
+        ttl: Duration,
+        unavailable: Option<T>,
+        load: F,
+    ) -> Result<Option<T>, CoreError>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, CoreError>>,
+    {
         let local = self.local.as_deref();
         if let Some(v) = local.and_then(|l| l.get::<T>(key)) {
             name.counters().local_hits.increment(1);
@@ -405,8 +441,11 @@ impl Caching {
             }
             Ok(_) => true,
             Err(e) => {
-                tracing::debug!(key = %key, error = %e, "cache read failed; using the database");
                 name.counters().fallbacks.increment(1);
+                if let Some(v) = unavailable {
+                    return Ok(Some(v));
+                }
+                tracing::debug!(key = %key, error = %e, "cache read failed; using the database");
                 false
             }
         };

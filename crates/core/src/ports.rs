@@ -252,8 +252,15 @@ pub trait AccountStore: Send + Sync {
         next: &NewRefreshToken,
         now: DateTime<Utc>,
     ) -> StoreResult<RotateOutcome>;
-    /// Revokes the family of the presented token; `false` if unknown.
-    async fn session_revoke(&self, presented: &[u8; 32], now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Revokes the family of the presented token; returns it (`None` if
+    /// the token is unknown).
+    async fn session_revoke(
+        &self,
+        presented: &[u8; 32],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SessionFamilyId>>;
+    /// Whether a session family was revoked (logout, reuse, a disabled user).
+    async fn session_revoked(&self, family: SessionFamilyId) -> StoreResult<bool>;
     /// Revokes a family by id (after reuse by a disabled user, for instance).
     async fn session_revoke_family(
         &self,

@@ -200,6 +200,9 @@ pub(crate) const FAMILY_LOCK: &str =
 /// The same, for revoking all of a user's tokens.
 pub(crate) const USER_TOKENS_LOCK: &str =
     "SELECT 1 FROM refresh_tokens WHERE tenant_id = $1 AND user_id = $2 ORDER BY id FOR UPDATE";
+/// Revoking marks every token of the family, so one marked is enough.
+pub(crate) const FAMILY_REVOKED: &str = "SELECT EXISTS (SELECT 1 FROM refresh_tokens \
+     WHERE family_id = $1 AND revoked_at IS NOT NULL)";
 pub(crate) const FAMILY_REVOKE: &str = "UPDATE refresh_tokens SET revoked_at = $2 \
      WHERE family_id = $1 AND revoked_at IS NULL";
 pub(crate) const USER_TOKENS_REVOKE: &str = "UPDATE refresh_tokens SET revoked_at = $3 \

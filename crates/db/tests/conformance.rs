@@ -1401,7 +1401,7 @@ async fn concurrent_logout_and_rotation_leave_nothing_live(cx: Ctx) {
         let store = Arc::clone(&cx.store);
         let logout = tokio::spawn(async move { store.session_revoke(&hash, now()).await });
         rotation.await.unwrap().unwrap();
-        assert!(logout.await.unwrap().unwrap());
+        assert!(logout.await.unwrap().unwrap().is_some());
         let after = rotate(&*cx.store, &next).await;
         assert!(!is_rotated(&after), "{after:?}");
     }
@@ -1417,23 +1417,32 @@ async fn session_revoke_and_revoke_family(cx: Ctx) {
     let (_, h1) = session(store, t, ana).await;
 
     // Logging out with an already-rotated token still ends its session.
-    assert!(store.session_revoke(&f1.hash, now()).await.unwrap());
+    assert!(!store.session_revoked(f).await.unwrap());
+    assert_eq!(
+        store.session_revoke(&f1.hash, now()).await.unwrap(),
+        Some(f)
+    );
+    assert!(store.session_revoked(f).await.unwrap());
+    assert!(!store.session_revoked(g).await.unwrap());
     assert_eq!(
         rotate(store, &f2).await,
         RotateOutcome::Reused { family_id: f }
     );
-    assert!(
+    assert_eq!(
         store.session_revoke(&f2.hash, now()).await.unwrap(),
+        Some(f),
         "idempotent"
     );
-    assert!(
-        !store
+    assert_eq!(
+        store
             .session_revoke(&live_token().hash, now())
             .await
-            .unwrap()
+            .unwrap(),
+        None
     );
 
     store.session_revoke_family(g, now()).await.unwrap();
+    assert!(store.session_revoked(g).await.unwrap());
     assert_eq!(
         rotate(store, &g1).await,
         RotateOutcome::Reused { family_id: g }

@@ -1,6 +1,7 @@
 //! Authentication over HTTP, on SQLite and PostgreSQL: login and its token
 //! pair, `/v1/me`, refresh-token rotation with reuse detection (a reused
-//! token revokes its whole family), logout, one indistinguishable 401 for
+//! token revokes its whole family and ends its access tokens), logout (the
+//! same), one indistinguishable 401 for
 //! every kind of bad login (body and, loosely, timing), disabled users
 //! (no login, no refresh, existing access token dead), and missing or
 //! garbage bearer tokens.
@@ -62,10 +63,16 @@ async fn login_me_refresh_and_reuse(backend: Backend) {
     app.refresh(&refresh1)
         .await
         .assert_problem(401, "unauthorized");
-    // ... and ends the whole family: the newer token is dead too.
+    // ... and ends the whole family: the newer token is dead too, and so
+    // are the session's access tokens, old and new.
     app.refresh(&pair2.refresh)
         .await
         .assert_problem(401, "unauthorized");
+    for token in [&access, &pair2.access] {
+        app.get("/v1/me", token)
+            .await
+            .assert_problem(401, "unauthorized");
+    }
 
     // Another login is a separate family, unaffected.
     let other = app.login_ok("acme", &acme.admin.email, PASSWORD).await;
@@ -97,6 +104,10 @@ async fn logout_ends_the_session(backend: Backend) {
     app.refresh(&tokens.refresh)
         .await
         .assert_problem(401, "unauthorized");
+    // The session's access token ends with it, not when it expires.
+    app.get("/v1/me", &tokens.access)
+        .await
+        .assert_problem(401, "unauthorized");
 
     // Logout is idempotent and tells nothing about unknown tokens.
     for token in [tokens.refresh.as_str(), "never-issued"] {
@@ -120,8 +131,16 @@ async fn logout_ends_the_session(backend: Backend) {
     app.refresh(&t2.refresh)
         .await
         .assert_problem(401, "unauthorized");
+    for token in [&t1.access, &t2.access] {
+        app.get("/v1/me", token)
+            .await
+            .assert_problem(401, "unauthorized");
+    }
 
     // Other sessions of the same user live on.
+    app.get("/v1/me", acme.admin.token())
+        .await
+        .assert_status(200);
     app.refresh(&acme.admin.tokens.refresh)
         .await
         .assert_status(200);

@@ -535,6 +535,28 @@ async fn two_instances_share_invalidations_and_limits() {
             assert!(started.elapsed() < Duration::from_secs(2));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // A session ended through the first: its access token is refused
+        // by the second as soon (it was cached there as live).
+        let ana = app.create_user(&acme, "empleado").await;
+        let (status, _, _) = get2("/v1/me".into(), ana.token().to_owned()).await;
+        assert_eq!(status, 200);
+        app.post(
+            "/v1/auth/logout",
+            None,
+            &json!({ "refresh_token": ana.tokens.refresh }),
+        )
+        .await
+        .assert_status(204);
+        let started = Instant::now();
+        loop {
+            let (status, _, _) = get2("/v1/me".into(), ana.token().to_owned()).await;
+            if status == 401 {
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(started.elapsed() < Duration::from_secs(2));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // One quota across both: a user's burst (1000, refilling one a
         // second) is spent once whichever instance answers. 1200 requests,
         // half through each, concurrently: if each instance counted alone,

@@ -68,11 +68,12 @@ impl Service {
             created_at: now,
             expires_at: now + REFRESH_TTL,
         };
+        let session = SessionFamilyId::new();
         self.store
-            .session_start(user.tenant_id, user.id, SessionFamilyId::new(), &token)
+            .session_start(user.tenant_id, user.id, session, &token)
             .await?;
         tracing::info!(tenant_id = %user.tenant_id, user_id = %user.id, "login");
-        self.pair(user.tenant_id, user.id, user.role, refresh_token)
+        self.pair(user.tenant_id, user.id, user.role, session, refresh_token)
     }
 
     /// Rotates a refresh token. Presenting a token that was already rotated
@@ -99,15 +100,19 @@ impl Service {
             } => {
                 let user = self.store.user_get(tenant_id, user_id).await?;
                 match user {
-                    Some(u) if !u.disabled => self.pair(tenant_id, user_id, u.role, refresh_token),
+                    Some(u) if !u.disabled => {
+                        self.pair(tenant_id, user_id, u.role, family_id, refresh_token)
+                    }
                     _ => {
                         self.store.session_revoke_family(family_id, now).await?;
+                        self.session_ended(family_id).await;
                         Err(CoreError::Unauthorized)
                     }
                 }
             }
             RotateOutcome::Reused { family_id } => {
                 tracing::warn!(family_id = %family_id, "refresh token reused: session family revoked");
+                self.session_ended(family_id).await;
                 Err(CoreError::Unauthorized)
             }
             RotateOutcome::Expired | RotateOutcome::Unknown => Err(CoreError::Unauthorized),
@@ -117,9 +122,13 @@ impl Service {
     /// Ends the session the refresh token belongs to. Idempotent: an unknown
     /// token is not an error, so logout cannot be used to probe tokens.
     pub async fn logout(&self, presented: &str) -> Result<(), CoreError> {
-        self.store
+        let ended = self
+            .store
             .session_revoke(&hash_refresh_token(presented), self.clock.now())
             .await?;
+        if let Some(session) = ended {
+            self.session_ended(session).await;
+        }
         Ok(())
     }
 
@@ -144,6 +153,11 @@ impl Service {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(CoreError::Unauthorized)?;
+        if let Some(session) = claims.sid
+            && self.cached_session_revoked(session).await?
+        {
+            return Err(CoreError::Unauthorized);
+        }
         Ok(Actor {
             tenant_id: user.tenant_id,
             user_id: user.id,
@@ -156,10 +170,13 @@ impl Service {
         tenant: TenantId,
         user: UserId,
         role: Role,
+        session: SessionFamilyId,
         refresh_token: String,
     ) -> Result<TokenPair, CoreError> {
         Ok(TokenPair {
-            access_token: self.tokens.issue(tenant, user, role, self.clock.now())?,
+            access_token: self
+                .tokens
+                .issue(tenant, user, role, session, self.clock.now())?,
             refresh_token,
             expires_in: ACCESS_TTL.num_seconds(),
         })

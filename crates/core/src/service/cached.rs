@@ -8,6 +8,7 @@
 //! | `project` | `project:<id>` | 5 min |
 //! | `member` | `member:<project>:<user>` | 5 min |
 //! | `project_list` | `projects:<generation>:<filter>:<page>` | 5 min |
+//! | `session` | `session:<family>` (global; whether a session ended) | 5 min |
 //!
 //! Users, projects and uploads are handed out as `Arc`s: every request
 //! reads its user and most read a project, and a hit from the local tier is
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use super::Service;
 use crate::cache::{CacheKey, CacheName, Caching, Renderings};
 use crate::error::CoreError;
-use crate::ids::{ProjectId, TenantId, UploadId, UserId};
+use crate::ids::{ProjectId, SessionFamilyId, TenantId, UploadId, UserId};
 use crate::model::{Project, User};
 use crate::pagination::PageRequest;
 use crate::ports::ProjectFilter;
@@ -30,6 +31,7 @@ static UPLOAD: CacheName = CacheName::new("upload");
 static PROJECT: CacheName = CacheName::new("project");
 static MEMBER: CacheName = CacheName::new("member");
 static PROJECT_LIST: CacheName = CacheName::new("project_list");
+static SESSION: CacheName = CacheName::new("session");
 
 impl Service {
     /// Gives the use-cases a cache (the default caches nothing).
@@ -60,6 +62,37 @@ impl Service {
                 Ok(self.store.user_get(tenant, id).await?.map(Arc::new))
             })
             .await
+    }
+
+    /// Whether a session ended, asked on every authenticated request. While
+    /// the shared cache does not answer, `false` without asking the
+    /// database: access tokens are then checked as they were before
+    /// sessions could end them (signature and expiry, the seed's stateless
+    /// fallback), rather than adding a query to every request while the
+    /// database is all there is.
+    pub(super) async fn cached_session_revoked(
+        &self,
+        session: SessionFamilyId,
+    ) -> Result<bool, CoreError> {
+        let key = self.session_key(session);
+        let ttl = self.caching.settings().user_ttl;
+        let revoked = self
+            .caching
+            .get_or_load_unless_down(&SESSION, &key, ttl, false, || async {
+                Ok(Some(self.store.session_revoked(session).await?))
+            })
+            .await?;
+        Ok(revoked.unwrap_or(false))
+    }
+
+    fn session_key(&self, session: SessionFamilyId) -> CacheKey {
+        CacheKey::global(&self.caching.settings().prefix, "session", session)
+    }
+
+    /// After a session ended: its access tokens stop working on every
+    /// replica as soon as the invalidation reaches it.
+    pub(super) async fn session_ended(&self, session: SessionFamilyId) {
+        self.caching.invalidate(&[self.session_key(session)]).await;
     }
 
     pub(super) async fn cached_upload(

@@ -489,14 +489,26 @@ impl AccountStore for Store {
         Ok(outcome)
     }
 
-    async fn session_revoke(&self, presented: &[u8; 32], now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn session_revoke(
+        &self,
+        presented: &[u8; 32],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SessionFamilyId>> {
         let mut tx = self.write().await?;
         let state = token_state(&mut tx, presented).await?;
         if let Some((family, _)) = state {
             revoke_family(&mut tx, family, now).await?;
         }
         tx.commit().await?;
-        Ok(state.is_some())
+        Ok(state.map(|(family, _)| SessionFamilyId::from_uuid(family)))
+    }
+
+    async fn session_revoked(&self, family: SessionFamilyId) -> StoreResult<bool> {
+        let (revoked,): (bool,) = q(sql::FAMILY_REVOKED)
+            .bind(family.as_uuid())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(revoked)
     }
 
     async fn session_revoke_family(
