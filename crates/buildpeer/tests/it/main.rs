@@ -24,6 +24,7 @@ mod ops;
 mod pagination;
 mod poison_job;
 mod processing;
+mod readme;
 mod replica_crash;
 mod resilience;
 mod retries;
