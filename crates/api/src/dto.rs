@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 mod rfc3339;
+pub mod strings;
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -21,6 +22,7 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Any strings: whatever does not name an account is the same 401.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
@@ -43,7 +45,9 @@ pub struct TokenResponse {
     /// Opaque; valid once: every refresh returns a new one.
     pub refresh_token: String,
     /// Always `Bearer`.
+    #[schema(value_type = String, pattern = "^Bearer$")]
     pub token_type: &'static str,
+    /// Seconds the access token is valid for.
     pub expires_in: i64,
 }
 
@@ -99,18 +103,23 @@ impl From<User> for UserDto {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    #[schema(value_type = strings::Email)]
     pub email: String,
-    /// At least 8 characters.
+    #[schema(value_type = strings::Password)]
     pub password: String,
+    #[schema(value_type = strings::Name)]
     pub name: String,
-    /// `admin`, `supervisor`, `empleado` or `viewer`.
+    #[schema(value_type = RoleDto)]
     pub role: String,
 }
 
+/// Absent or `null` fields stay as they are.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
+    #[schema(value_type = Option<strings::Name>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<RoleDto>)]
     pub role: Option<String>,
     /// A disabled user can neither log in nor refresh, and its sessions end.
     pub disabled: Option<bool>,
@@ -153,22 +162,26 @@ impl From<Project> for ProjectDto {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProjectRequest {
+    #[schema(value_type = strings::Name)]
     pub name: String,
-    /// Unique in the tenant, e.g. `OBR-2026-014`.
+    #[schema(value_type = Option<strings::ProjectCode>)]
     pub code: Option<String>,
+    #[schema(value_type = Option<strings::Address>)]
     pub address: Option<String>,
 }
 
-/// Absent fields stay as they are; `null` clears `code` or `address`.
+/// Absent fields stay as they are (so does a `null` name); `null` clears
+/// `code` or `address`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProjectRequest {
+    #[schema(value_type = Option<strings::Name>)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<strings::ProjectCode>)]
     pub code: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<strings::Address>)]
     pub address: Option<Option<String>>,
 }
 
@@ -214,21 +227,28 @@ impl<T> ListEnvelope<T> {
     }
 }
 
+/// A page of a list. Any other query parameter is refused (422).
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    /// 1 to 100; default 50.
+    /// Items per page, 1 to 100; default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<strings::Cursor>)]
     pub cursor: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectListParams {
-    /// 1 to 100; default 50.
+    /// Items per page, 1 to 100; default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<strings::Cursor>)]
     pub cursor: Option<String>,
     /// Include archived projects (default false).
     pub include_archived: Option<bool>,
@@ -237,13 +257,17 @@ pub struct ProjectListParams {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitiateUploadRequest {
-    /// The name on the user's device; stored as metadata only.
+    #[schema(value_type = strings::Filename)]
     pub filename: String,
-    /// JPEG, PNG, WebP, HEIC/HEIF, GIF, TIFF or PDF.
+    #[schema(value_type = strings::ContentType)]
     pub content_type: String,
-    /// Exact size in bytes; the signed URLs bind it.
+    /// Exact size in bytes; the signed URLs bind it. Above the tenant's
+    /// largest upload (5 GiB by default) it is refused with 413 `too_large`.
+    #[schema(minimum = 1)]
     pub size: u64,
-    /// SHA-256 of the file, lowercase hex: lets a re-sent photo be recognised.
+    /// SHA-256 of the file: lets a re-sent photo be recognised, and
+    /// processing checks it.
+    #[schema(value_type = Option<strings::Sha256>)]
     pub sha256: Option<String>,
 }
 
@@ -499,11 +523,13 @@ pub struct InitiatedUploadDto {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletedPartDto {
+    /// The part's number, from 1.
     pub number: u32,
     /// The `ETag` header storage returned for the part.
     pub etag: String,
 }
 
+/// Single uploads complete without a body; multipart uploads send their parts.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteUploadRequest {
@@ -512,15 +538,20 @@ pub struct CompleteUploadRequest {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadListParams {
-    /// 1 to 100; default 50.
+    /// Items per page, 1 to 100; default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<strings::Cursor>)]
     pub cursor: Option<String>,
-    /// PENDING, UPLOADED, PROCESSING, COMPLETED, FAILED or EXPIRED.
+    /// Only uploads in this status.
+    #[param(value_type = Option<UploadStatusDto>)]
     pub status: Option<String>,
-    /// A user id.
+    /// Only uploads by this user.
+    #[param(value_type = Option<Uuid>)]
     pub uploaded_by: Option<String>,
     /// Created at or after (RFC 3339).
     pub from: Option<DateTime<Utc>>,
@@ -640,14 +671,27 @@ impl From<JobDetail> for JobDetailDto {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JobListParams {
-    /// 1 to 100; default 50.
+    /// Items per page, 1 to 100; default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<strings::Cursor>)]
     pub cursor: Option<String>,
-    /// `queued`, `running`, `done` or `dead`.
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobStateDto>)]
     pub state: Option<String>,
+}
+
+/// The `Idempotency-Key` request header of the creating operations.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read by `extract::idempotency_key`; here for the document.
+pub struct IdempotencyKeyHeader {
+    #[param(rename = "Idempotency-Key", value_type = Option<strings::IdempotencyKey>)]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -118,6 +118,17 @@ async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body of the API is an object, but serde also reads a struct from
+    // an array of its fields in order (`["demo", "a@b.c", "pw"]` was a login).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        well_formed(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        return Err(ApiError::Core(CoreError::Validation(vec![
+            FieldError::new(
+                "body",
+                Invalid::new("invalid_type", "expected a JSON object, not an array"),
+            ),
+        ])));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -290,5 +301,11 @@ mod tests {
             code(parse_json(br#"[]"#)),
             ("validation_failed", vec!["body:invalid_type".to_owned()])
         );
+        // Not a struct read from its fields in order.
+        assert_eq!(
+            code(parse_json(br#" ["a", 1]"#)),
+            ("validation_failed", vec!["body:invalid_type".to_owned()])
+        );
+        assert_eq!(code(parse_json(br#"["a", 1"#)).0, "malformed_json");
     }
 }

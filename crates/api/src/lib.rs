@@ -7,6 +7,7 @@ mod dto;
 mod error;
 mod extract;
 mod linger;
+mod openapi;
 mod ratelimit;
 mod retry;
 mod routes;
@@ -24,12 +25,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, Problem};
+pub use openapi::openapi;
 pub use telemetry::REQUEST_ID;
 
 /// What every handler can reach. One `Arc`: axum clones the state for every
@@ -53,38 +54,10 @@ impl std::ops::Deref for AppState {
     }
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "BuildPeer API",
-        description = "Multi-tenant uploads and media processing for construction companies. \
-            Log in at /v1/auth/login and send the access token as `Authorization: Bearer <token>`. \
-            Errors are RFC 9457 problem documents with a stable `code`.",
-    ),
-    modifiers(&BearerAuth),
-    security(("bearer" = [])),
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
-
+/// The JSON API, documented by the handlers' annotations. The routes
+/// [`router`] adds beside it are documented in `openapi::Unrouted`.
 fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(routes::auth::login))
         .routes(routes!(routes::auth::refresh))
         .routes(routes!(routes::auth::logout))
@@ -112,13 +85,6 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::admin::get_job))
         .routes(routes!(routes::admin::retry_job))
         .routes(routes!(routes::admin::retry_dead_jobs))
-}
-
-/// The OpenAPI 3.1 document, generated from the handlers' annotations.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = api_routes().into_openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    doc
 }
 
 /// The HTTP application, ready to serve on a bound listener.
@@ -270,6 +236,8 @@ fn ops_routes(router: Router<AppState>) -> Router<AppState> {
         .route("/metrics", get(routes::ops::metrics))
 }
 
+/// Every route. Those outside [`api_routes`] are documented in
+/// `openapi::Unrouted`: keep the two in step.
 fn router(service: Service, metrics: PrometheusHandle) -> Router {
     let (api, _) = api_routes().split_for_parts();
     let routes = ops_routes(api)

@@ -64,13 +64,6 @@ enum Data {
 /// redirects (a gallery asks for a thumbnail per photo).
 fn data_request(req: &Request) -> Option<Data> {
     let route = req.extensions().get::<axum::extract::MatchedPath>()?;
-    match route.as_str() {
-        "/v1/tus/{id}" => {}
-        "/v1/uploads/{id}/content" | "/v1/uploads/{id}/thumbnails/{name}" => {
-            return Some(Data::Asks);
-        }
-        _ => return None,
-    }
     let overridden = req
         .headers()
         .get("x-http-method-override")
@@ -79,12 +72,37 @@ fn data_request(req: &Request) -> Option<Data> {
         ("POST", Some(m)) => m,
         (m, _) => m,
     };
-    if method.eq_ignore_ascii_case("PATCH") {
-        Some(Data::Sends)
-    } else if method.eq_ignore_ascii_case("HEAD") {
-        Some(Data::Asks)
-    } else {
-        None
+    data_kind(route.as_str(), method)
+}
+
+/// Whether a request to `route` (as the router writes it) with `method` is
+/// a data request, and which.
+fn data_kind(route: &str, method: &str) -> Option<Data> {
+    match route {
+        "/v1/uploads/{id}/content" | "/v1/uploads/{id}/thumbnails/{name}" => Some(Data::Asks),
+        "/v1/tus/{id}" if method.eq_ignore_ascii_case("PATCH") => Some(Data::Sends),
+        "/v1/tus/{id}" if method.eq_ignore_ascii_case("HEAD") => Some(Data::Asks),
+        _ => None,
+    }
+}
+
+/// What a request with a bearer token counts against, by route and method:
+/// what [`enforce`] applies, for the OpenAPI document to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Quota {
+    /// The user's and the tenant's request quotas (429 `rate_limited`).
+    Requests,
+    /// A place among the uploads in flight (429 `too_many_uploads`).
+    UploadsInFlight,
+    /// Nothing: it is never refused for its rate.
+    None,
+}
+
+pub(crate) fn quota(route: &str, method: &str) -> Quota {
+    match data_kind(route, method) {
+        None => Quota::Requests,
+        Some(Data::Sends) => Quota::UploadsInFlight,
+        Some(Data::Asks) => Quota::None,
     }
 }
 

@@ -11,11 +11,10 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json, Query, parse_id};
 
 /// List the tenant's processing jobs, newest first, optionally in one state (admins).
-#[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin", params(JobListParams),
+#[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin", operation_id = "listJobs", params(JobListParams),
     responses(
         (status = 200, body = ListEnvelope<JobDto>),
-        (status = 403, body = Problem),
-        (status = 422, description = "A bad `state`, `limit` or `cursor`", body = Problem),
+        (status = 403, description = "`forbidden`: admins only", body = Problem),
     ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
@@ -31,12 +30,11 @@ pub async fn list_jobs(
 }
 
 /// Read a job with the error of every failed run, oldest first (admins).
-#[utoipa::path(get, path = "/v1/admin/jobs/{id}", tag = "admin",
+#[utoipa::path(get, path = "/v1/admin/jobs/{id}", tag = "admin", operation_id = "getJob",
     params(("id" = uuid::Uuid, Path)),
     responses(
         (status = 200, body = JobDetailDto),
-        (status = 403, body = Problem),
-        (status = 404, body = Problem),
+        (status = 403, description = "`forbidden`: admins only", body = Problem),
     ))]
 pub async fn get_job(
     State(state): State<AppState>,
@@ -48,12 +46,11 @@ pub async fn get_job(
 }
 
 /// Queue a dead job again from its first attempt; its error history stays (admins).
-#[utoipa::path(post, path = "/v1/admin/jobs/{id}/retry", tag = "admin",
+#[utoipa::path(post, path = "/v1/admin/jobs/{id}/retry", tag = "admin", operation_id = "retryJob",
     params(("id" = uuid::Uuid, Path)),
     responses(
         (status = 200, description = "The job, queued", body = JobDto),
-        (status = 403, body = Problem),
-        (status = 404, body = Problem),
+        (status = 403, description = "`forbidden`: admins only", body = Problem),
         (status = 409, description = "`job_not_dead`: only dead jobs can be retried; nothing changed", body = Problem),
     ))]
 pub async fn retry_job(
@@ -66,8 +63,11 @@ pub async fn retry_job(
 }
 
 /// Queue every dead job of the tenant again (admins).
-#[utoipa::path(post, path = "/v1/admin/jobs/retry-dead", tag = "admin",
-    responses((status = 200, body = RetriedDto), (status = 403, body = Problem)))]
+#[utoipa::path(post, path = "/v1/admin/jobs/retry-dead", tag = "admin", operation_id = "retryDeadJobs",
+    responses(
+        (status = 200, body = RetriedDto),
+        (status = 403, description = "`forbidden`: admins only", body = Problem),
+    ))]
 pub async fn retry_dead_jobs(
     State(state): State<AppState>,
     Auth(actor): Auth,

@@ -14,7 +14,7 @@ use buildpeer_core::blob::{BlobError, ObjectKey, SignedMethod, SignedRequest};
 use futures_util::StreamExt as _;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 
 /// The most of a refused PUT's body that is read and thrown away before the
 /// answer goes out: the largest body a client is told to send in one request
@@ -26,6 +26,8 @@ const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 /// How long draining a refused body may take.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// GET, HEAD and PUT of a signed URL. Documented by [`get`], [`head`] and
+/// [`put`].
 pub async fn handle(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -130,3 +132,91 @@ async fn drain(body: &tokio::sync::Mutex<BodyDataStream>) {
     };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
 }
+
+/// The query of a signed URL, as the service wrote it: copy it whole. Which
+/// parameters it has depends on what it is for (`op`); an unknown, missing
+/// or repeated one makes it invalid (403 `signature_invalid`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by the storage adapter; here for the document.
+struct Signed {
+    /// What the URL is for: `put` (a whole object), `part` (a part of a
+    /// multipart upload) or `get` (a download).
+    #[param(pattern = "^(?:put|part|get)$")]
+    op: String,
+    /// When it stops working, in seconds since the Unix epoch.
+    exp: i64,
+    /// `put`, `part`: the exact `Content-Length` of the body.
+    len: Option<u64>,
+    /// `put`: the exact `Content-Type` of the body.
+    ct: Option<String>,
+    /// `part`: the multipart upload.
+    upload: Option<String>,
+    /// `part`: the part's number.
+    part: Option<u32>,
+    /// `get`: the `Content-Type` of the answer.
+    rct: Option<String>,
+    /// `get`: the `Content-Disposition` of the answer.
+    rcd: Option<String>,
+    /// The signature: HMAC-SHA256 in hex.
+    #[param(pattern = "^[0-9A-Fa-f]{64}$")]
+    sig: String,
+}
+
+/// Download with a signed URL (from `downloadUpload` or `downloadThumbnail`).
+#[utoipa::path(get, path = "/v1/blobs/{key}", tag = "blobs", operation_id = "getBlob", security(),
+    params(("key" = String, Path, description = "The object's key (it contains `/`)"), Signed),
+    responses(
+        (status = 200, description = "The bytes, with the type and disposition the URL names",
+            content_type = "application/octet-stream", body = crate::dto::strings::Binary,
+            headers(
+                ("Content-Disposition" = String, description = "As the URL names"),
+                ("Content-Length" = u64, description = "The object's size"),
+                ("ETag" = String, description = "The object's entity tag"),
+                ("X-Content-Type-Options" = String, description = "`nosniff`"),
+            )),
+        (status = 403, description = "`signature_invalid`, `signature_expired` or `method_not_allowed` (the URL is for a PUT)", body = Problem),
+        (status = 404, description = "`not_found`: no such object, or storage is not the local disk", body = Problem),
+        (status = 503, description = "`storage_unavailable`: retry after `Retry-After`", body = Problem,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+    ))]
+#[allow(dead_code)] // Documentation only: `handle` answers it.
+fn get() {}
+
+/// What a GET of the signed URL would answer, without the bytes.
+#[utoipa::path(head, path = "/v1/blobs/{key}", tag = "blobs", operation_id = "headBlob", security(),
+    params(("key" = String, Path, description = "The object's key (it contains `/`)"), Signed),
+    responses(
+        (status = 200, description = "As GET, without the body",
+            headers(
+                ("Content-Disposition" = String, description = "As the URL names"),
+                ("Content-Length" = u64, description = "The object's size"),
+                ("ETag" = String, description = "The object's entity tag"),
+            )),
+        (status = 403, description = "`signature_invalid`, `signature_expired` or `method_not_allowed`"),
+        (status = 404, description = "`not_found`"),
+        (status = 503, description = "`storage_unavailable`",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+    ))]
+#[allow(dead_code)] // Documentation only: `handle` answers it.
+fn head() {}
+
+/// Upload with a signed URL (from `initiateUpload`): the whole file, or one
+/// part of a multipart upload, with exactly the `Content-Length` (and, for a
+/// whole file, the `Content-Type`) the URL binds.
+#[utoipa::path(put, path = "/v1/blobs/{key}", tag = "blobs", operation_id = "putBlob", security(),
+    params(("key" = String, Path, description = "The object's key (it contains `/`)"), Signed),
+    request_body(content = crate::dto::strings::Binary, content_type = "application/octet-stream",
+        description = "The bytes, of the type the URL names"),
+    responses(
+        (status = 200, description = "Stored", headers(("ETag" = String, description = "Keep it to complete a multipart upload"))),
+        (status = 400, description = "`invalid_parts`", body = Problem),
+        (status = 403, description = "`signature_invalid`, `signature_expired`, `method_not_allowed` (the URL is for a GET), `length_mismatch` or `content_type_mismatch`: start the upload over", body = Problem),
+        (status = 404, description = "`not_found`: storage is not the local disk", body = Problem),
+        (status = 429, description = "`too_many_uploads`: the tenant's uploads in flight are at their limit; retry in a second. (Or `rate_limited`, if the request carries a bearer token over its quota.)", body = Problem,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        (status = 503, description = "`storage_unavailable`: retry after `Retry-After`", body = Problem,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+    ))]
+#[allow(dead_code)] // Documentation only: `handle` answers it.
+fn put() {}

@@ -5,40 +5,78 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::extract::Json;
 
-/// Process alive. Touches no dependency, so a slow database never gets a
-/// healthy process killed.
-pub async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    status: Alive,
 }
 
-#[derive(Serialize)]
-struct Readiness {
-    status: &'static str,
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Alive {
+    Ok,
+}
+
+/// Process alive. Touches no dependency, so a slow database never gets a
+/// healthy process killed.
+#[utoipa::path(get, path = "/healthz", tag = "ops", operation_id = "getHealth", security(),
+    responses((status = 200, description = "Alive", body = Health, example = json!({"status": "ok"}))))]
+pub async fn healthz() -> impl IntoResponse {
+    Json(Health { status: Alive::Ok })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    status: Ready,
     checks: Checks,
 }
 
-#[derive(Serialize)]
-struct Checks {
-    database: &'static str,
-    cache: &'static str,
-    storage: &'static str,
+/// `ok`; `degraded` while the cache or storage is down (still ready);
+/// `unavailable` while the database is.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum Ready {
+    Ok,
+    Degraded,
+    Unavailable,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Checks {
+    database: Up,
+    cache: Up,
+    storage: Up,
+}
+
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum Up {
+    Ok,
+    Down,
 }
 
 /// Ready to serve: the database answers within two seconds (503 otherwise).
 /// A cache that does not answer makes the service slower, not unable: it
 /// reports `degraded` and stays ready (200). So does storage whose circuit
 /// breaker is open: browsing goes on while uploads answer 503.
+#[utoipa::path(get, path = "/readyz", tag = "ops", operation_id = "getReadiness", security(),
+    responses(
+        (status = 200, description = "Ready (`ok`, or `degraded` while the cache or storage is down)", body = Readiness,
+            example = json!({"status": "ok", "checks": {"database": "ok", "cache": "ok", "storage": "ok"}})),
+        (status = 503, description = "Not ready: the database does not answer (`unavailable`). Not a problem document", body = Readiness,
+            example = json!({"status": "unavailable", "checks": {"database": "down", "cache": "ok", "storage": "ok"}})),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let ready = state.service.readiness().await;
-    let word = |ok: bool| if ok { "ok" } else { "down" };
+    let word = |ok: bool| if ok { Up::Ok } else { Up::Down };
     let (status, overall) = match (ready.database, ready.cache && ready.storage) {
-        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        (true, false) => (StatusCode::OK, "degraded"),
-        (true, true) => (StatusCode::OK, "ok"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, Ready::Unavailable),
+        (true, false) => (StatusCode::OK, Ready::Degraded),
+        (true, true) => (StatusCode::OK, Ready::Ok),
     };
     (
         status,
@@ -55,6 +93,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus text format. The pool and queue gauges are read at scrape
 /// time, so they are never stale.
+#[utoipa::path(get, path = "/metrics", tag = "ops", operation_id = "getMetrics", security(),
+    responses((status = 200, description = "The metrics, in the Prometheus text exposition format 0.0.4",
+        content_type = "text/plain", body = String,
+        example = "# TYPE uploads_initiated_total counter\nuploads_initiated_total 3\n")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.service.refresh_gauges().await;
     (
@@ -66,6 +108,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", operation_id = "getOpenApi", security(),
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -74,6 +119,8 @@ pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// A self-contained page that renders `/openapi.json`: no CDN, no internet.
+#[utoipa::path(get, path = "/docs", tag = "ops", operation_id = "getDocs", security(),
+    responses((status = 200, description = "An HTML page rendering this document", content_type = "text/html", body = String)))]
 pub async fn docs() -> Html<&'static str> {
     Html(include_str!("docs.html"))
 }

@@ -9,8 +9,8 @@ use buildpeer_core::service::{CreateProjectInput, ProjectListQuery, UpdateProjec
 
 use crate::AppState;
 use crate::dto::{
-    CreateProjectRequest, ListEnvelope, ListParams, MemberDto, ProjectDto, ProjectListParams,
-    UpdateProjectRequest,
+    CreateProjectRequest, IdempotencyKeyHeader, ListEnvelope, ListParams, MemberDto, ProjectDto,
+    ProjectListParams, UpdateProjectRequest,
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json, Query, parse_id};
@@ -20,15 +20,21 @@ use crate::extract::{Auth, Json, Query, parse_id};
 /// With an `Idempotency-Key`, a retried request (same key, same body) gets
 /// the project the first one created, with 200; the same key with a
 /// different body is refused (422 `idempotency_key_reused`).
-#[utoipa::path(post, path = "/v1/projects", tag = "projects",
-    params(("Idempotency-Key" = Option<String>, Header)),
-    request_body = CreateProjectRequest,
+#[utoipa::path(post, path = "/v1/projects", tag = "projects", operation_id = "createProject",
+    params(IdempotencyKeyHeader),
+    request_body(content = CreateProjectRequest,
+        example = json!({"name": "Torre Norte", "code": "TN-01", "address": "Av. Reforma 100, CDMX"})),
     responses(
-        (status = 201, body = ProjectDto),
-        (status = 200, description = "An idempotent replay", body = ProjectDto),
-        (status = 403, body = Problem),
-        (status = 409, description = "Code taken in this tenant", body = Problem),
-        (status = 422, body = Problem),
+        (status = 201, description = "Created", body = ProjectDto,
+            headers(("Location" = String, description = "`/v1/projects/{id}`")),
+            example = json!({"id": "0196b1f0-2a7c-7b3e-8f51-6c0d9e4a2b18", "tenant_id": "0196b1e0-0a00-7000-8000-000000000001",
+                "name": "Torre Norte", "code": "TN-01", "address": "Av. Reforma 100, CDMX",
+                "created_by": "0196b1e0-0a00-7000-8000-000000000002", "archived": false, "archived_at": null,
+                "created_at": "2026-05-02T15:12:41.503Z", "updated_at": "2026-05-02T15:12:41.503Z"})),
+        (status = 200, description = "An idempotent replay: the project the first request created", body = ProjectDto,
+            headers(("Location" = String, description = "`/v1/projects/{id}`"))),
+        (status = 403, description = "`forbidden`: only admins and supervisors create projects", body = Problem),
+        (status = 409, description = "`conflict`: the code is taken in this tenant", body = Problem),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -57,8 +63,9 @@ pub async fn create(
 }
 
 /// List the projects you can see (admins: all of the tenant), newest first.
-#[utoipa::path(get, path = "/v1/projects", tag = "projects", params(ProjectListParams),
-    responses((status = 200, body = ListEnvelope<ProjectDto>), (status = 422, body = Problem)))]
+#[utoipa::path(get, path = "/v1/projects", tag = "projects", operation_id = "listProjects",
+    params(ProjectListParams),
+    responses((status = 200, body = ListEnvelope<ProjectDto>)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -73,9 +80,12 @@ pub async fn list(
 }
 
 /// Read a project.
-#[utoipa::path(get, path = "/v1/projects/{id}", tag = "projects",
+#[utoipa::path(get, path = "/v1/projects/{id}", tag = "projects", operation_id = "getProject",
     params(("id" = uuid::Uuid, Path)),
-    responses((status = 200, body = ProjectDto), (status = 404, body = Problem)))]
+    responses(
+        (status = 200, body = ProjectDto),
+        (status = 404, description = "`not_found`: no such project, or one the caller is not a member of", body = Problem),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -86,15 +96,13 @@ pub async fn get(
 }
 
 /// Rename a project or change its code or address (admins, member supervisors).
-#[utoipa::path(patch, path = "/v1/projects/{id}", tag = "projects",
+#[utoipa::path(patch, path = "/v1/projects/{id}", tag = "projects", operation_id = "updateProject",
     params(("id" = uuid::Uuid, Path)),
-    request_body = UpdateProjectRequest,
+    request_body(content = UpdateProjectRequest, example = json!({"address": null})),
     responses(
         (status = 200, body = ProjectDto),
-        (status = 403, body = Problem),
-        (status = 404, body = Problem),
-        (status = 409, description = "Code taken, or the project is archived", body = Problem),
-        (status = 422, body = Problem),
+        (status = 403, description = "`forbidden`: only admins and the project's supervisors change it", body = Problem),
+        (status = 409, description = "`conflict` (the code is taken) or `project_archived`", body = Problem),
     ))]
 pub async fn update(
     State(state): State<AppState>,
@@ -117,10 +125,16 @@ pub async fn update(
     ))
 }
 
-/// Archive a project (admins, member supervisors). Idempotent.
-#[utoipa::path(delete, path = "/v1/projects/{id}", tag = "projects",
+/// Archive a project (admins, member supervisors). Idempotent. An archived
+/// project is not deleted: it stays readable (and listed with
+/// `include_archived=true`), but takes no changes, members or uploads (409
+/// `project_archived`).
+#[utoipa::path(delete, path = "/v1/projects/{id}", tag = "projects", operation_id = "archiveProject",
     params(("id" = uuid::Uuid, Path)),
-    responses((status = 204, description = "Archived"), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses(
+        (status = 204, description = "Archived"),
+        (status = 403, description = "`forbidden`: only admins and the project's supervisors archive it", body = Problem),
+    ))]
 pub async fn archive(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -132,9 +146,9 @@ pub async fn archive(
 }
 
 /// List a project's members, newest membership first.
-#[utoipa::path(get, path = "/v1/projects/{id}/members", tag = "projects",
+#[utoipa::path(get, path = "/v1/projects/{id}/members", tag = "projects", operation_id = "listProjectMembers",
     params(("id" = uuid::Uuid, Path), ListParams),
-    responses((status = 200, body = ListEnvelope<MemberDto>), (status = 404, body = Problem)))]
+    responses((status = 200, body = ListEnvelope<MemberDto>)))]
 pub async fn members(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -152,14 +166,15 @@ pub async fn members(
 /// (same key, same project and user) answers as the first request did (201
 /// if that one added the member); the key with another project or user is
 /// refused (422 `idempotency_key_reused`).
-#[utoipa::path(put, path = "/v1/projects/{id}/members/{user_id}", tag = "projects",
-    params(("id" = uuid::Uuid, Path), ("user_id" = uuid::Uuid, Path),
-        ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(put, path = "/v1/projects/{id}/members/{user_id}", tag = "projects", operation_id = "addProjectMember",
+    params(("id" = uuid::Uuid, Path), ("user_id" = uuid::Uuid, Path), IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Added"),
         (status = 204, description = "Already a member"),
-        (status = 403, body = Problem),
-        (status = 404, body = Problem),
+        (status = 403, description = "`forbidden`: only admins and the project's supervisors manage members", body = Problem),
+        (status = 404, description = "`not_found`: no such project or user", body = Problem),
+        (status = 409, description = "`project_archived`", body = Problem),
+        (status = 422, description = "`validation_failed`: a malformed `Idempotency-Key`, or one used before with another project or user (`idempotency_key_reused`)", body = Problem),
     ))]
 pub async fn add_member(
     State(state): State<AppState>,
@@ -182,9 +197,14 @@ pub async fn add_member(
 }
 
 /// Remove a user from a project (admins, member supervisors). Idempotent.
-#[utoipa::path(delete, path = "/v1/projects/{id}/members/{user_id}", tag = "projects",
+#[utoipa::path(delete, path = "/v1/projects/{id}/members/{user_id}", tag = "projects", operation_id = "removeProjectMember",
     params(("id" = uuid::Uuid, Path), ("user_id" = uuid::Uuid, Path)),
-    responses((status = 204, description = "Not a member any more"), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses(
+        (status = 204, description = "Not a member any more"),
+        (status = 403, description = "`forbidden`: only admins and the project's supervisors manage members", body = Problem),
+        (status = 404, description = "`not_found`: no such project or user", body = Problem),
+        (status = 409, description = "`project_archived`", body = Problem),
+    ))]
 pub async fn remove_member(
     State(state): State<AppState>,
     Auth(actor): Auth,

@@ -20,16 +20,22 @@ use buildpeer_core::service::tus::{
 use futures_util::StreamExt as _;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::dto::IdempotencyKeyHeader;
+use crate::error::{ApiError, Problem};
 use crate::extract::Auth;
 
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
 /// Adds `Tus-Resumable` to every answer but OPTIONS, and refuses another
-/// protocol version with 412 before anything else runs.
+/// protocol version with 412 before anything else runs. A method tus does
+/// not have is not a tus request: the router answers it 405.
 pub async fn resumable(req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    if method != Method::OPTIONS {
+    let tus = matches!(
+        method,
+        Method::POST | Method::HEAD | Method::PATCH | Method::DELETE
+    );
+    if tus {
         let version = req
             .headers()
             .get("tus-resumable")
@@ -124,6 +130,15 @@ fn info_headers(r: &mut Response, info: &TusInfo) {
     }
 }
 
+/// The server's tus capabilities. No token, no `Tus-Resumable` needed.
+#[utoipa::path(options, path = "/v1/tus", tag = "tus", operation_id = "tusOptions", security(),
+    responses((status = 204, description = "What this server supports",
+        headers(
+            ("Tus-Version" = String, description = "`1.0.0`"),
+            ("Tus-Extension" = String, description = "`creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation`"),
+            ("Tus-Checksum-Algorithm" = String, description = "`sha1,sha256`"),
+            ("Tus-Max-Size" = u64, description = "The largest upload, in bytes"),
+        ))))]
 pub async fn options(State(state): State<AppState>) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
@@ -234,7 +249,35 @@ fn traceparent(h: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// POST `/v1/tus`: creation, creation-defer-length, creation-with-upload.
+/// Create a tus upload (creation, creation-defer-length, concatenation),
+/// optionally with its first bytes (creation-with-upload: a body with
+/// `Content-Type: application/offset+octet-stream`).
+///
+/// `Upload-Metadata` carries the upload's `project_id` (required),
+/// `filename` and `filetype`. A retried creation with the same
+/// `Idempotency-Key` answers the same `Location` at the upload's current
+/// `Upload-Offset` (and ignores its body).
+#[utoipa::path(post, path = "/v1/tus", tag = "tus", operation_id = "tusCreate",
+    params(Resumable, CreateHeaders, IdempotencyKeyHeader),
+    request_body(content = Option<crate::dto::strings::Binary>, content_type = "application/offset+octet-stream",
+        description = "The first bytes (creation-with-upload); none otherwise"),
+    responses(
+        (status = 201, description = "Created (or an idempotent replay)",
+            headers(
+                ("Location" = String, description = "`/v1/tus/{id}`: where to PATCH the bytes"),
+                ("Upload-Offset" = u64, description = "The bytes received so far"),
+                ("Upload-Expires" = String, description = "When an unfinished upload is deleted (RFC 9110 date)"),
+                ("Tus-Resumable" = String, description = "`1.0.0`"),
+            )),
+        (status = 400, description = "A malformed or contradictory header (`invalid_header`, `invalid_concat`, `invalid_checksum`), or `validation_failed` (`Upload-Metadata` without a valid `project_id`, no `Upload-Length` and no `Upload-Defer-Length: 1`, an empty file, a malformed or reused `Idempotency-Key`…)", body = Problem),
+        (status = 403, description = "`forbidden`: the caller may not upload to this project", body = Problem),
+        (status = 404, description = "`not_found`: no such project (or a partial upload of a concatenation)", body = Problem),
+        (status = 409, description = "`quota_exceeded` or `project_archived`", body = Problem),
+        (status = 412, description = "`unsupported_version`: no `Tus-Resumable: 1.0.0`", body = Problem,
+            headers(("Tus-Version" = String, description = "`1.0.0`"))),
+        (status = 413, description = "`too_large`: `Upload-Length` is above the tenant's largest upload", body = Problem),
+        (status = 415, description = "`unsupported_type`: the `filetype` metadata is not an accepted media type", body = Problem),
+    ))]
 pub async fn create(State(state): State<AppState>, Auth(actor): Auth, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let h = &parts.headers;
@@ -308,7 +351,8 @@ pub async fn create(State(state): State<AppState>, Auth(actor): Auth, req: Reque
 }
 
 /// HEAD, PATCH and DELETE on `/v1/tus/{id}`, also as POST with
-/// `X-HTTP-Method-Override`.
+/// `X-HTTP-Method-Override`. Documented by [`head`], [`patch`], [`delete`]
+/// and [`overridden`].
 pub async fn upload(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -324,10 +368,13 @@ pub async fn upload(
             "PATCH" => Method::PATCH,
             "DELETE" => Method::DELETE,
             "HEAD" => Method::HEAD,
-            _ => return ApiError::MethodNotAllowed.into_response(),
+            _ => return method_not_allowed(),
         },
         _ => parts.method.clone(),
     };
+    if !matches!(method, Method::HEAD | Method::PATCH | Method::DELETE) {
+        return method_not_allowed();
+    }
     let actor = match <Auth as axum::extract::FromRequestParts<AppState>>::from_request_parts(
         &mut parts, &state,
     )
@@ -405,6 +452,179 @@ pub async fn upload(
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(e) => error(e),
         },
-        _ => ApiError::MethodNotAllowed.into_response(),
+        _ => method_not_allowed(),
     }
 }
+
+/// 405 with the methods `/v1/tus/{id}` has (RFC 9110 requires `Allow`).
+fn method_not_allowed() -> Response {
+    let mut r = ApiError::MethodNotAllowed.into_response();
+    r.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("HEAD,PATCH,DELETE,POST"),
+    );
+    r
+}
+
+/// `Tus-Resumable`, on every tus request but OPTIONS.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read by `resumable`; here for the document.
+struct Resumable {
+    /// The protocol version: only `1.0.0` (412 otherwise, before anything else).
+    #[param(rename = "Tus-Resumable", pattern = r"^1\.0\.0$")]
+    tus_resumable: String,
+}
+
+/// The headers of a creation.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read by `create`; here for the document.
+struct CreateHeaders {
+    /// The upload's size in bytes. Send it or `Upload-Defer-Length: 1`, not
+    /// both; a final concatenation sends neither.
+    #[param(rename = "Upload-Length", minimum = 1)]
+    upload_length: Option<u64>,
+    /// `1`: the length follows in a later PATCH.
+    #[param(rename = "Upload-Defer-Length", pattern = "^1$")]
+    upload_defer_length: Option<String>,
+    /// Comma-separated `key base64(value)` pairs: `project_id` (required),
+    /// `filename`, `filetype` (an accepted media type; without it the type
+    /// is sniffed from the content). Partial uploads of a concatenation need
+    /// the `project_id` too.
+    #[param(
+        rename = "Upload-Metadata",
+        pattern = "(?:^|,) *project_id +[A-Za-z0-9+/]+=*"
+    )]
+    upload_metadata: String,
+    /// `partial`, or `final;` and the partial uploads' URLs (as `Location`
+    /// gave them), separated by spaces.
+    #[param(rename = "Upload-Concat", pattern = "^(?:partial|final;.+)$")]
+    upload_concat: Option<String>,
+    /// With creation-with-upload: the body's digest, `sha1 <base64>` or
+    /// `sha256 <base64>` (460 when it does not match).
+    #[param(
+        rename = "Upload-Checksum",
+        pattern = "^(?:sha1 [A-Za-z0-9+/]{26}|sha256 [A-Za-z0-9+/]{42})[AEIMQUYcgkosw048]=$"
+    )]
+    upload_checksum: Option<String>,
+}
+
+/// The headers of a PATCH.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read by `upload`; here for the document.
+struct PatchHeaders {
+    /// Where the body goes: the upload's current offset (409 otherwise).
+    #[param(rename = "Upload-Offset", minimum = 0)]
+    upload_offset: u64,
+    /// The body's digest, `sha1 <base64>` or `sha256 <base64>` (460 when it
+    /// does not match; the bytes are then dropped).
+    #[param(
+        rename = "Upload-Checksum",
+        pattern = "^(?:sha1 [A-Za-z0-9+/]{26}|sha256 [A-Za-z0-9+/]{42})[AEIMQUYcgkosw048]=$"
+    )]
+    upload_checksum: Option<String>,
+    /// A deferred length, once known.
+    #[param(rename = "Upload-Length", minimum = 1)]
+    upload_length: Option<u64>,
+}
+
+/// Where an upload stands.
+#[utoipa::path(head, path = "/v1/tus/{id}", tag = "tus", operation_id = "tusHead",
+    params(("id" = uuid::Uuid, Path), Resumable),
+    responses(
+        (status = 200, description = "The upload's state",
+            headers(
+                ("Upload-Offset" = u64, description = "The bytes received so far: resume from here"),
+                ("Upload-Length" = u64, description = "The upload's size, unless deferred"),
+                ("Upload-Defer-Length" = String, description = "`1` while the size is deferred"),
+                ("Upload-Metadata" = String, description = "As sent at creation"),
+                ("Upload-Concat" = String, description = "`partial`, or `final;` and the partial uploads"),
+                ("Upload-Expires" = String, description = "When an unfinished upload is deleted"),
+                ("Cache-Control" = String, description = "`no-store`"),
+                ("Tus-Resumable" = String, description = "`1.0.0`"),
+            )),
+        (status = 403, description = "`forbidden`"),
+        (status = 410, description = "`upload_gone`: expired or terminated"),
+        (status = 412, description = "`unsupported_version`: no `Tus-Resumable: 1.0.0`",
+            headers(("Tus-Version" = String, description = "`1.0.0`"))),
+        (status = 423, description = "`upload_locked`: another request holds the upload; retry after `Retry-After`",
+            headers(("Retry-After" = u64, description = "`1`"))),
+    ))]
+#[allow(dead_code)] // Documentation only: `upload` answers it.
+fn head() {}
+
+/// Send bytes at the upload's offset. The body streams to storage; the
+/// upload becomes `UPLOADED` (and is processed) with its last byte.
+#[utoipa::path(patch, path = "/v1/tus/{id}", tag = "tus", operation_id = "tusPatch",
+    params(("id" = uuid::Uuid, Path), Resumable, PatchHeaders),
+    request_body(content = crate::dto::strings::Binary, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Stored",
+            headers(
+                ("Upload-Offset" = u64, description = "The bytes received so far"),
+                ("Upload-Expires" = String, description = "When an unfinished upload is deleted"),
+                ("Tus-Resumable" = String, description = "`1.0.0`"),
+            )),
+        (status = 400, description = "A malformed header (`invalid_header`, `invalid_checksum`, `unsupported_checksum_algorithm`), or `length_conflict` (an `Upload-Length` that differs from the upload's)", body = Problem),
+        (status = 403, description = "`forbidden` (not the uploader), or `final_upload_immutable` (a final concatenation takes no bytes)", body = Problem),
+        (status = 409, description = "`offset_mismatch`: `Upload-Offset` is not the upload's offset; HEAD for it", body = Problem),
+        (status = 410, description = "`upload_gone`: expired, terminated or already complete", body = Problem),
+        (status = 412, description = "`unsupported_version`: no `Tus-Resumable: 1.0.0`", body = Problem,
+            headers(("Tus-Version" = String, description = "`1.0.0`"))),
+        (status = 413, description = "`exceeds_length`: the bytes go past `Upload-Length`", body = Problem),
+        (status = 415, description = "`unsupported_media_type`: not `Content-Type: application/offset+octet-stream`", body = Problem),
+        (status = 423, description = "`upload_locked`: another request holds the upload; retry after `Retry-After`", body = Problem,
+            headers(("Retry-After" = u64, description = "`1`"))),
+        (status = 460, description = "`checksum_mismatch`: the body does not match `Upload-Checksum`; it was dropped", body = Problem),
+    ))]
+#[allow(dead_code)] // Documentation only: `upload` answers it.
+fn patch() {}
+
+/// Terminate an unfinished upload: it is deleted.
+#[utoipa::path(delete, path = "/v1/tus/{id}", tag = "tus", operation_id = "tusDelete",
+    params(("id" = uuid::Uuid, Path), Resumable),
+    responses(
+        (status = 204, description = "Terminated", headers(("Tus-Resumable" = String, description = "`1.0.0`"))),
+        (status = 403, description = "`forbidden`: not the uploader", body = Problem),
+        (status = 410, description = "`upload_gone`: expired, terminated or already complete", body = Problem),
+        (status = 412, description = "`unsupported_version`: no `Tus-Resumable: 1.0.0`", body = Problem,
+            headers(("Tus-Version" = String, description = "`1.0.0`"))),
+        (status = 423, description = "`upload_locked`: another request holds the upload; retry after `Retry-After`", body = Problem,
+            headers(("Retry-After" = u64, description = "`1`"))),
+    ))]
+#[allow(dead_code)] // Documentation only: `upload` answers it.
+fn delete() {}
+
+/// HEAD, PATCH or DELETE sent as a POST, for clients and proxies that cannot
+/// send those methods: answered as the method `X-HTTP-Method-Override` names.
+#[utoipa::path(post, path = "/v1/tus/{id}", tag = "tus", operation_id = "tusOverride",
+    params(("id" = uuid::Uuid, Path), Resumable,
+        ("X-HTTP-Method-Override" = String, Header, pattern = "^(?:[Hh][Ee][Aa][Dd]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee])$",
+            description = "`HEAD`, `PATCH` or `DELETE`, in any case (405 otherwise); then the headers of that method"),
+        ("Upload-Offset" = Option<u64>, Header, minimum = 0, description = "PATCH: where the body goes"),
+        ("Upload-Checksum" = Option<String>, Header, description = "PATCH: the body's digest"),
+        ("Upload-Length" = Option<u64>, Header, minimum = 1, description = "PATCH: a deferred length, once known"),
+    ),
+    request_body(content = Option<crate::dto::strings::Binary>, content_type = "application/offset+octet-stream",
+        description = "PATCH: the bytes"),
+    responses(
+        (status = 200, description = "HEAD: the upload's state, in the headers of `tusHead`"),
+        (status = 204, description = "PATCH: stored (`Upload-Offset`); DELETE: terminated"),
+        (status = 400, description = "As for PATCH", body = Problem),
+        (status = 403, description = "As for the method named", body = Problem),
+        (status = 405, description = "`method_not_allowed`: `X-HTTP-Method-Override` names another method", body = Problem),
+        (status = 409, description = "`offset_mismatch` (PATCH)", body = Problem),
+        (status = 410, description = "`upload_gone`", body = Problem),
+        (status = 412, description = "`unsupported_version`: no `Tus-Resumable: 1.0.0`", body = Problem,
+            headers(("Tus-Version" = String, description = "`1.0.0`"))),
+        (status = 413, description = "`exceeds_length` (PATCH)", body = Problem),
+        (status = 415, description = "`unsupported_media_type` (PATCH without `application/offset+octet-stream`)", body = Problem),
+        (status = 423, description = "`upload_locked`", body = Problem, headers(("Retry-After" = u64, description = "`1`"))),
+        (status = 429, description = "`rate_limited` (DELETE), or `too_many_uploads` (PATCH)", body = Problem,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        (status = 460, description = "`checksum_mismatch` (PATCH)", body = Problem),
+    ))]
+#[allow(dead_code)] // Documentation only: `upload` answers it.
+fn overridden() {}

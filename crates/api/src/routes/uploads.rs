@@ -14,8 +14,8 @@ use buildpeer_core::upload::Upload;
 
 use crate::AppState;
 use crate::dto::{
-    CompleteUploadRequest, InitiateUploadRequest, InitiatedUploadDto, ListEnvelope, UploadDto,
-    UploadListParams,
+    CompleteUploadRequest, IdempotencyKeyHeader, InitiateUploadRequest, InitiatedUploadDto,
+    ListEnvelope, UploadDto, UploadListParams,
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Json, JsonBytes, Query, parse_id, to_json};
@@ -27,19 +27,32 @@ use crate::extract::{Auth, Json, JsonBytes, Query, parse_id, to_json};
 /// retried request gets the same upload; the same key with a different body
 /// is refused. A file whose declared SHA-256 this uploader already stored in
 /// this project comes back as that upload with `"deduplicated": true`.
-#[utoipa::path(post, path = "/v1/projects/{id}/uploads", tag = "uploads",
-    params(("id" = uuid::Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
-    request_body = InitiateUploadRequest,
+#[utoipa::path(post, path = "/v1/projects/{id}/uploads", tag = "uploads", operation_id = "initiateUpload",
+    params(("id" = uuid::Uuid, Path), IdempotencyKeyHeader),
+    request_body(content = InitiateUploadRequest,
+        example = json!({"filename": "foto-obra.jpg", "content_type": "image/jpeg", "size": 161713,
+            "sha256": "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b"})),
     responses(
-        (status = 201, description = "A new upload", body = InitiatedUploadDto),
-        (status = 200, description = "An idempotent replay, or a de-duplicated upload", body = InitiatedUploadDto),
-        (status = 403, body = Problem),
-        (status = 404, body = Problem),
-        (status = 409, description = "`quota_exceeded` or `project_archived`", body = Problem),
-        (status = 413, description = "`too_large`", body = Problem),
-        (status = 415, description = "`unsupported_type`", body = Problem),
-        (status = 422, body = Problem),
-        (status = 503, description = "`storage_unavailable`", body = Problem),
+        (status = 201, description = "A new upload, with where to send its bytes", body = InitiatedUploadDto,
+            headers(("Location" = String, description = "`/v1/uploads/{id}`")),
+            example = json!({"id": "0196b1f3-8d21-7c4a-b5e0-3f1a9c7d2e64", "project_id": "0196b1f0-2a7c-7b3e-8f51-6c0d9e4a2b18",
+                "status": "PENDING", "filename": "foto-obra.jpg", "content_type": "image/jpeg", "size": 161713,
+                "sha256": "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b",
+                "uploaded_by": "0196b1e0-0a00-7000-8000-000000000002",
+                "created_at": "2026-05-02T15:20:11.084Z", "updated_at": "2026-05-02T15:20:11.084Z",
+                "uploaded_at": null, "expires_at": "2026-05-02T16:20:11.084Z", "deleted_at": null, "error": null,
+                "detected_type": null, "type_mismatch": false, "metadata": null, "thumbnails": [],
+                "upload": {"method": "PUT",
+                    "url": "http://localhost:8080/v1/blobs/t/0196b1e0-0a00-7000-8000-000000000001/p/0196b1f0-2a7c-7b3e-8f51-6c0d9e4a2b18/u/0196b1f3-8d21-7c4a-b5e0-3f1a9c7d2e64/original?op=put&exp=1777738811&len=161713&ct=image%2Fjpeg&sig=5d0c…",
+                    "headers": {"Content-Length": "161713", "Content-Type": "image/jpeg"},
+                    "expires_at": "2026-05-02T16:20:11.084Z"},
+                "deduplicated": false})),
+        (status = 200, description = "An idempotent replay, or a de-duplicated upload (`deduplicated`: the same file, by SHA-256, this user already stored in this project)", body = InitiatedUploadDto,
+            headers(("Location" = String, description = "`/v1/uploads/{id}`"))),
+        (status = 403, description = "`forbidden`: the caller may not upload to this project (viewers, non-members)", body = Problem),
+        (status = 409, description = "`quota_exceeded` (the tenant's storage quota) or `project_archived`", body = Problem),
+        (status = 413, description = "`too_large`: `size` is above the tenant's largest upload; or `payload_too_large`: the JSON body is larger than 64 KiB", body = Problem),
+        (status = 415, description = "`unsupported_type`: `content_type` is not on the allowlist; or `unsupported_media_type`: the body is not sent as JSON", body = Problem),
     ))]
 pub async fn initiate(
     State(state): State<AppState>,
@@ -100,19 +113,22 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Optional
     }
 }
 
-/// Confirm the bytes are in storage. Single uploads need no body; multipart
-/// uploads send `{"parts": [{"number", "etag"}]}` with the ETags storage
-/// returned for each part. Moves the upload to `UPLOADED` and queues its
-/// processing; repeating it returns the same result.
-#[utoipa::path(post, path = "/v1/uploads/{id}/complete", tag = "uploads",
+/// Confirm the bytes are in storage. Single uploads need no body (send none,
+/// or `{}`); multipart uploads send `{"parts": [{"number", "etag"}]}` with
+/// the ETags storage returned for each part. Moves the upload to `UPLOADED`
+/// and queues its processing; repeating it returns the same result.
+///
+/// A body is optional: without `Content-Length` and `Transfer-Encoding`, or
+/// with `Content-Length: 0`, there is none; any other is JSON like every
+/// body (so `null` is refused: it is not an object).
+#[utoipa::path(post, path = "/v1/uploads/{id}/complete", tag = "uploads", operation_id = "completeUpload",
     params(("id" = uuid::Uuid, Path)),
-    request_body(content = Option<CompleteUploadRequest>),
+    request_body(content = Option<CompleteUploadRequest>,
+        example = json!({"parts": [{"number": 1, "etag": "\"9b2cf535f27731c974343645a3985328\""}]})),
     responses(
-        (status = 200, body = UploadDto),
-        (status = 404, body = Problem),
-        (status = 409, description = "`upload_incomplete` (the bytes are not there yet, upload unchanged) or `upload_expired`", body = Problem),
-        (status = 422, body = Problem),
-        (status = 503, description = "`storage_unavailable`", body = Problem),
+        (status = 200, description = "`UPLOADED` (or where it stands, if completed before)", body = UploadDto),
+        (status = 403, description = "`forbidden`: only the uploader, or whoever manages the project, completes it", body = Problem),
+        (status = 409, description = "`upload_incomplete` (the bytes are not there yet; the upload is unchanged), `upload_expired` or `upload_deleted`", body = Problem),
     ))]
 pub async fn complete(
     State(state): State<AppState>,
@@ -147,9 +163,26 @@ pub async fn complete(
 ///
 /// The status poll, the busiest request there is: its JSON is served again
 /// while the upload is unchanged (`Service::rendered_uploads`).
-#[utoipa::path(get, path = "/v1/uploads/{id}", tag = "uploads",
+#[utoipa::path(get, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "getUpload",
     params(("id" = uuid::Uuid, Path)),
-    responses((status = 200, body = UploadDto), (status = 404, body = Problem)))]
+    responses(
+        (status = 200, body = UploadDto,
+            example = json!({"id": "0196b1f3-8d21-7c4a-b5e0-3f1a9c7d2e64", "project_id": "0196b1f0-2a7c-7b3e-8f51-6c0d9e4a2b18",
+                "status": "COMPLETED", "filename": "foto-obra.jpg", "content_type": "image/jpeg", "size": 161713,
+                "sha256": "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b",
+                "uploaded_by": "0196b1e0-0a00-7000-8000-000000000002",
+                "created_at": "2026-05-02T15:20:11.084Z", "updated_at": "2026-05-02T15:20:13.912Z",
+                "uploaded_at": "2026-05-02T15:20:12.530Z", "expires_at": "2026-05-02T16:20:11.084Z",
+                "deleted_at": null, "error": null, "detected_type": "image/jpeg", "type_mismatch": false,
+                "metadata": {"width": 4032, "height": 3024, "taken_at": "2024-05-02T09:14:03-06:00",
+                    "gps": {"latitude": 19.43, "longitude": -99.13, "altitude": 2240.0},
+                    "camera": {"make": "Apple", "model": "iPhone 13"}, "orientation": 6, "page_count": null},
+                "thumbnails": [
+                    {"name": "thumb", "width": 192, "height": 256, "bytes": 9817,
+                        "url": "/v1/uploads/0196b1f3-8d21-7c4a-b5e0-3f1a9c7d2e64/thumbnails/thumb"},
+                    {"name": "preview", "width": 960, "height": 1280, "bytes": 118204,
+                        "url": "/v1/uploads/0196b1f3-8d21-7c4a-b5e0-3f1a9c7d2e64/thumbnails/preview"}]})),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -174,9 +207,9 @@ pub async fn get(
 }
 
 /// List a project's uploads, newest first.
-#[utoipa::path(get, path = "/v1/projects/{id}/uploads", tag = "uploads",
+#[utoipa::path(get, path = "/v1/projects/{id}/uploads", tag = "uploads", operation_id = "listUploads",
     params(("id" = uuid::Uuid, Path), UploadListParams),
-    responses((status = 200, body = ListEnvelope<UploadDto>), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = ListEnvelope<UploadDto>)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -204,12 +237,12 @@ pub async fn list(
 
 /// Download the original: a redirect to a short-lived signed URL that serves
 /// it as an attachment with the recorded type.
-#[utoipa::path(get, path = "/v1/uploads/{id}/content", tag = "uploads",
+#[utoipa::path(get, path = "/v1/uploads/{id}/content", tag = "uploads", operation_id = "downloadUpload",
     params(("id" = uuid::Uuid, Path)),
     responses(
-        (status = 307, description = "Redirect to a signed download URL"),
-        (status = 404, body = Problem),
-        (status = 409, description = "`upload_incomplete` or `upload_deleted`", body = Problem),
+        (status = 307, description = "Redirect to a signed download URL",
+            headers(("Location" = String, description = "The signed URL"), ("Cache-Control" = String, description = "`no-store`"))),
+        (status = 409, description = "`upload_incomplete` (no bytes stored yet) or `upload_deleted`", body = Problem),
     ))]
 pub async fn content(
     State(state): State<AppState>,
@@ -223,10 +256,11 @@ pub async fn content(
 
 /// Download a derivative (`thumb`, `preview`, …) of a processed upload: a
 /// redirect to a short-lived signed URL of the JPEG.
-#[utoipa::path(get, path = "/v1/uploads/{id}/thumbnails/{name}", tag = "uploads",
-    params(("id" = uuid::Uuid, Path), ("name" = String, Path)),
+#[utoipa::path(get, path = "/v1/uploads/{id}/thumbnails/{name}", tag = "uploads", operation_id = "downloadThumbnail",
+    params(("id" = uuid::Uuid, Path), ("name" = String, Path, description = "A derivative's name, e.g. `thumb` or `preview`")),
     responses(
-        (status = 307, description = "Redirect to a signed URL of the JPEG"),
+        (status = 307, description = "Redirect to a signed URL of the JPEG",
+            headers(("Location" = String, description = "The signed URL"), ("Cache-Control" = String, description = "`no-store`"))),
         (status = 404, description = "No such upload, or no such derivative (yet)", body = Problem),
         (status = 409, description = "`upload_deleted`", body = Problem),
     ))]
@@ -256,9 +290,12 @@ fn redirect(download: &Download) -> Result<Response, ApiError> {
 
 /// Move an upload to the trash (its uploader, or whoever manages the
 /// project). It is deleted for good after the retention period.
-#[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads",
+#[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads", operation_id = "trashUpload",
     params(("id" = uuid::Uuid, Path)),
-    responses((status = 204, description = "In the trash"), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses(
+        (status = 204, description = "In the trash"),
+        (status = 403, description = "`forbidden`: only the uploader, or whoever manages the project, trashes it", body = Problem),
+    ))]
 pub async fn trash(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -270,9 +307,12 @@ pub async fn trash(
 }
 
 /// Take an upload out of the trash.
-#[utoipa::path(post, path = "/v1/uploads/{id}/restore", tag = "uploads",
+#[utoipa::path(post, path = "/v1/uploads/{id}/restore", tag = "uploads", operation_id = "restoreUpload",
     params(("id" = uuid::Uuid, Path)),
-    responses((status = 200, body = UploadDto), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses(
+        (status = 200, body = UploadDto),
+        (status = 403, description = "`forbidden`: only the uploader, or whoever manages the project, restores it", body = Problem),
+    ))]
 pub async fn restore(
     State(state): State<AppState>,
     Auth(actor): Auth,

@@ -144,6 +144,9 @@ async fn openapi_and_docs(backend: Backend) {
         ("/v1/admin/jobs/{id}", &["get"]),
         ("/v1/admin/jobs/{id}/retry", &["post"]),
         ("/v1/admin/jobs/retry-dead", &["post"]),
+        ("/v1/tus", &["post", "options"]),
+        ("/v1/tus/{id}", &["head", "patch", "delete", "post"]),
+        ("/v1/blobs/{key}", &["get", "head", "put"]),
     ];
     for (path, methods) in expected {
         let item = paths
@@ -155,19 +158,54 @@ async fn openapi_and_docs(backend: Backend) {
     }
     let documented: Vec<&String> = paths.keys().filter(|p| p.starts_with("/v1")).collect();
     assert_eq!(documented.len(), expected.len(), "{documented:?}");
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"] {
+        assert!(paths[path]["get"].is_object(), "GET {path} missing");
+    }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
-    // Every reference resolves to a schema of the document.
+    // Every reference resolves to a schema or a response of the document.
     let mut refs = Vec::new();
     collect_refs(&doc, &mut refs);
     assert!(!refs.is_empty());
     for r in &refs {
-        let name = r
-            .strip_prefix("#/components/schemas/")
-            .unwrap_or_else(|| panic!("unexpected $ref {r}"));
         assert!(
-            doc["components"]["schemas"][name].is_object(),
+            r.starts_with("#/components/schemas/") || r.starts_with("#/components/responses/"),
+            "unexpected $ref {r}"
+        );
+        assert!(
+            doc.pointer(&r[1..]).is_some_and(Value::is_object),
             "$ref {r} does not resolve"
         );
+    }
+    // Every documented operation is routed: it is answered by a handler, not
+    // by the router's 404 for an unknown path or 405 for an unknown method.
+    let acme = app.create_tenant("acme").await;
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{key}", "t/x/original")
+            .replace("{name}", "thumb")
+            .replace("{user_id}", &Uuid::now_v7().to_string())
+            .replace("{id}", &Uuid::now_v7().to_string());
+        for (method, _) in item.as_object().unwrap() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = app
+                .send(
+                    app.request(method.clone(), &concrete, Some(acme.admin.token()))
+                        .header("tus-resumable", "1.0.0")
+                        .header("x-http-method-override", "HEAD"),
+                )
+                .await;
+            let unrouted = match resp.status.as_u16() {
+                404 => resp.text.contains("no route for this path"),
+                405 => resp
+                    .header("allow")
+                    .is_none_or(|allow| !allow.contains(method.as_str())),
+                _ => false,
+            };
+            assert!(
+                !unrouted,
+                "{method} {path} is documented but not routed: {resp}"
+            );
+        }
     }
     for schema in [
         "Problem",
