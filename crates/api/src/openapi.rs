@@ -13,7 +13,9 @@
 //! - a JSON body (`extract::Json`): 400, 413, 415 and 422;
 //! - query parameters of a protected operation (`extract::Query`): 422;
 //! - path parameters: 404 (a malformed id names nothing, `extract::parse_id`);
-//! - everything under `/v1/` but OPTIONS: 503 (`error.rs`).
+//! - everything under `/v1/` but OPTIONS: 503 (`error.rs`);
+//! - tus requests but OPTIONS: 412 without `Tus-Resumable: 1.0.0`, and on an
+//!   upload (`/v1/tus/{id}`) 423 while another request holds it.
 //!
 //! An answer a route documents itself (with its own description) is kept.
 //! Every error is a problem document (`application/problem+json`, schema
@@ -144,10 +146,12 @@ enum Shared {
     RateLimited,
     TooManyUploads,
     Unavailable,
+    UnsupportedVersion,
+    Locked,
 }
 
 impl Shared {
-    const ALL: [Shared; 9] = [
+    const ALL: [Shared; 11] = [
         Shared::MalformedJson,
         Shared::Unauthorized,
         Shared::NotFound,
@@ -157,6 +161,8 @@ impl Shared {
         Shared::RateLimited,
         Shared::TooManyUploads,
         Shared::Unavailable,
+        Shared::UnsupportedVersion,
+        Shared::Locked,
     ];
 
     fn name(self) -> &'static str {
@@ -170,6 +176,8 @@ impl Shared {
             Shared::RateLimited => "RateLimited",
             Shared::TooManyUploads => "TooManyUploads",
             Shared::Unavailable => "Unavailable",
+            Shared::UnsupportedVersion => "UnsupportedVersion",
+            Shared::Locked => "Locked",
         }
     }
 
@@ -183,6 +191,8 @@ impl Shared {
             Shared::ValidationFailed => "422",
             Shared::RateLimited | Shared::TooManyUploads => "429",
             Shared::Unavailable => "503",
+            Shared::UnsupportedVersion => "412",
+            Shared::Locked => "423",
         }
     }
 
@@ -244,6 +254,16 @@ impl Shared {
                 "unavailable",
                 "a dependency is unavailable; retry later",
             ),
+            Shared::UnsupportedVersion => (
+                "`unsupported_version`: no `Tus-Resumable: 1.0.0`.",
+                "unsupported_version",
+                "send Tus-Resumable: 1.0.0",
+            ),
+            Shared::Locked => (
+                "`upload_locked`: another request holds the upload; retry after `Retry-After`.",
+                "upload_locked",
+                "the upload's last bytes are being stored; ask again",
+            ),
         };
         let mut response = ResponseBuilder::new().description(description);
         let integer = || {
@@ -262,7 +282,16 @@ impl Shared {
                         .build(),
                 );
             }
-            Shared::RateLimited | Shared::TooManyUploads | Shared::Unavailable => {
+            Shared::UnsupportedVersion => {
+                response = response.header(
+                    "Tus-Version",
+                    HeaderBuilder::new()
+                        .schema(Some(text()))
+                        .description(Some("`1.0.0`."))
+                        .build(),
+                );
+            }
+            Shared::RateLimited | Shared::TooManyUploads | Shared::Unavailable | Shared::Locked => {
                 response = response.header(
                     "Retry-After",
                     HeaderBuilder::new()
@@ -418,6 +447,12 @@ fn contract(doc: &mut utoipa::openapi::OpenApi) {
         }
         if path.starts_with("/v1/") && method != "options" {
             applies.push(Shared::Unavailable);
+        }
+        if path.starts_with("/v1/tus") && method != "options" {
+            applies.push(Shared::UnsupportedVersion);
+        }
+        if path == "/v1/tus/{id}" {
+            applies.push(Shared::Locked);
         }
         let head = method == "head";
         let responses = &mut operation.responses.responses;

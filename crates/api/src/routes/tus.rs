@@ -273,8 +273,6 @@ fn traceparent(h: &HeaderMap) -> Option<String> {
         (status = 403, description = "`forbidden`: the caller may not upload to this project", body = Problem),
         (status = 404, description = "`not_found`: no such project (or a partial upload of a concatenation)", body = Problem),
         (status = 409, description = "`quota_exceeded` or `project_archived`", body = Problem),
-        (status = 412, description = "`unsupported_version`: no `Tus-Resumable: 1.0.0`", body = Problem,
-            headers(("Tus-Version" = String, description = "`1.0.0`"))),
         (status = 413, description = "`too_large`: `Upload-Length` is above the tenant's largest upload", body = Problem),
         (status = 415, description = "`unsupported_type`: the `filetype` metadata is not an accepted media type", body = Problem),
     ))]
@@ -547,10 +545,6 @@ struct PatchHeaders {
             )),
         (status = 403, description = "`forbidden`"),
         (status = 410, description = "`upload_gone`: expired or terminated"),
-        (status = 412, description = "`unsupported_version`: no `Tus-Resumable: 1.0.0`",
-            headers(("Tus-Version" = String, description = "`1.0.0`"))),
-        (status = 423, description = "`upload_locked`: another request holds the upload; retry after `Retry-After`",
-            headers(("Retry-After" = u64, description = "`1`"))),
     ))]
 #[allow(dead_code)] // Documentation only: `upload` answers it.
 fn head() {}
@@ -571,12 +565,8 @@ fn head() {}
         (status = 403, description = "`forbidden` (not the uploader), or `final_upload_immutable` (a final concatenation takes no bytes)", body = Problem),
         (status = 409, description = "`offset_mismatch`: `Upload-Offset` is not the upload's offset; HEAD for it", body = Problem),
         (status = 410, description = "`upload_gone`: expired, terminated or already complete", body = Problem),
-        (status = 412, description = "`unsupported_version`: no `Tus-Resumable: 1.0.0`", body = Problem,
-            headers(("Tus-Version" = String, description = "`1.0.0`"))),
         (status = 413, description = "`exceeds_length`: the bytes go past `Upload-Length`", body = Problem),
         (status = 415, description = "`unsupported_media_type`: not `Content-Type: application/offset+octet-stream`", body = Problem),
-        (status = 423, description = "`upload_locked`: another request holds the upload; retry after `Retry-After`", body = Problem,
-            headers(("Retry-After" = u64, description = "`1`"))),
         (status = 460, description = "`checksum_mismatch`: the body does not match `Upload-Checksum`; it was dropped", body = Problem),
     ))]
 #[allow(dead_code)] // Documentation only: `upload` answers it.
@@ -589,10 +579,6 @@ fn patch() {}
         (status = 204, description = "Terminated", headers(("Tus-Resumable" = String, description = "`1.0.0`"))),
         (status = 403, description = "`forbidden`: not the uploader", body = Problem),
         (status = 410, description = "`upload_gone`: expired, terminated or already complete", body = Problem),
-        (status = 412, description = "`unsupported_version`: no `Tus-Resumable: 1.0.0`", body = Problem,
-            headers(("Tus-Version" = String, description = "`1.0.0`"))),
-        (status = 423, description = "`upload_locked`: another request holds the upload; retry after `Retry-After`", body = Problem,
-            headers(("Retry-After" = u64, description = "`1`"))),
     ))]
 #[allow(dead_code)] // Documentation only: `upload` answers it.
 fn delete() {}
@@ -617,11 +603,8 @@ fn delete() {}
         (status = 405, description = "`method_not_allowed`: `X-HTTP-Method-Override` names another method", body = Problem),
         (status = 409, description = "`offset_mismatch` (PATCH)", body = Problem),
         (status = 410, description = "`upload_gone`", body = Problem),
-        (status = 412, description = "`unsupported_version`: no `Tus-Resumable: 1.0.0`", body = Problem,
-            headers(("Tus-Version" = String, description = "`1.0.0`"))),
         (status = 413, description = "`exceeds_length` (PATCH)", body = Problem),
         (status = 415, description = "`unsupported_media_type` (PATCH without `application/offset+octet-stream`)", body = Problem),
-        (status = 423, description = "`upload_locked`", body = Problem, headers(("Retry-After" = u64, description = "`1`"))),
         (status = 429, description = "`rate_limited` (DELETE), or `too_many_uploads` (PATCH)", body = Problem,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
         (status = 460, description = "`checksum_mismatch` (PATCH)", body = Problem),

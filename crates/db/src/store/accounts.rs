@@ -44,6 +44,23 @@ async fn claim(
     if claimed {
         return Ok(None);
     }
+    match key_use(tx, tenant, by, scope, key).await? {
+        Some(used) => Ok(Some(used)),
+        None => Err(StoreError::Unavailable(
+            "idempotency key released during the request".into(),
+        )),
+    }
+}
+
+/// What `by` first used `key` for in `scope`, and whether with the same
+/// request: `Some((id, same_request))`.
+async fn key_use(
+    tx: &mut Tx,
+    tenant: TenantId,
+    by: UserId,
+    scope: &str,
+    key: &IdempotencyKey,
+) -> StoreResult<Option<(Uuid, bool)>> {
     let row: Option<(Vec<u8>, Uuid)> = q(sql::KEY_REPLAY)
         .bind(tenant.as_uuid())
         .bind(by.as_uuid())
@@ -51,12 +68,7 @@ async fn claim(
         .bind(&key.key)
         .fetch_optional(&mut *tx)
         .await?;
-    match row {
-        Some((hash, id)) => Ok(Some((id, hash == key.request_hash))),
-        None => Err(StoreError::Unavailable(
-            "idempotency key released during the request".into(),
-        )),
-    }
+    Ok(row.map(|(hash, id)| (id, hash == key.request_hash)))
 }
 
 async fn insert_user<'c>(
@@ -395,14 +407,9 @@ impl AccountStore for Store {
                 .await?
                 .map(|(_, same_request)| same_request)
         } else {
-            let row: Option<(Vec<u8>, Uuid)> = q(sql::KEY_REPLAY)
-                .bind(tenant.as_uuid())
-                .bind(by.as_uuid())
-                .bind("membership")
-                .bind(&key.key)
-                .fetch_optional(&mut tx)
-                .await?;
-            row.map(|(hash, _)| hash == key.request_hash)
+            key_use(&mut tx, tenant, by, "membership", key)
+                .await?
+                .map(|(_, same_request)| same_request)
         };
         match replayed {
             Some(same_request) => Ok(Creation::Replayed {
