@@ -22,6 +22,27 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// An integer field as JSON Schema reads `"type": "integer"`: any number
+/// without a fractional part, so `4336.0` is `4336` (serde alone refuses
+/// it, and generated clients and fuzzers send it). A fraction, a negative
+/// number, or one past the type's range is still refused.
+fn integer<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+    use serde::de::{Error as _, Unexpected};
+    let n = serde_json::Number::deserialize(d)?;
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    });
+    let unexpected = || match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => Unexpected::Signed(i),
+        (None, Some(f)) => Unexpected::Float(f),
+        (None, None) => Unexpected::Other("a number"),
+    };
+    let whole = whole.ok_or_else(|| D::Error::invalid_type(unexpected(), &"an integer"))?;
+    T::try_from(whole).map_err(|_| D::Error::invalid_value(unexpected(), &"an integer in range"))
+}
+
 /// Any strings: whatever does not name an account is the same 401.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -264,6 +285,7 @@ pub struct InitiateUploadRequest {
     /// Exact size in bytes; the signed URLs bind it. Above the tenant's
     /// largest upload (5 GiB by default) it is refused with 413 `too_large`.
     #[schema(minimum = 1)]
+    #[serde(deserialize_with = "integer")]
     pub size: u64,
     /// SHA-256 of the file: lets a re-sent photo be recognised, and
     /// processing checks it.
@@ -524,6 +546,7 @@ pub struct InitiatedUploadDto {
 #[serde(deny_unknown_fields)]
 pub struct CompletedPartDto {
     /// The part's number, from 1.
+    #[serde(deserialize_with = "integer")]
     pub number: u32,
     /// The `ETag` header storage returned for the part.
     pub etag: String,
@@ -698,4 +721,35 @@ pub struct IdempotencyKeyHeader {
 pub struct RetriedDto {
     /// How many dead jobs were queued again.
     pub retried: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn size(json: &str) -> Result<u64, String> {
+        serde_json::from_str::<InitiateUploadRequest>(&format!(
+            r#"{{"filename":"a.jpg","content_type":"image/jpeg","size":{json}}}"#
+        ))
+        .map(|r| r.size)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn integers_as_json_schema_reads_them() {
+        assert_eq!(size("4336").unwrap(), 4336);
+        assert_eq!(size("4336.0").unwrap(), 4336);
+        assert_eq!(size("4.336e3").unwrap(), 4336);
+        assert!(size("4336.5").unwrap_err().contains("expected an integer"));
+        assert!(size("-1").unwrap_err().contains("integer `-1`"));
+        assert!(size("1e300").is_err());
+        assert!(size("\"4336\"").is_err());
+        let part = |n: &str| {
+            serde_json::from_str::<CompletedPartDto>(&format!(r#"{{"number":{n},"etag":"e"}}"#))
+                .map(|p| p.number)
+        };
+        assert_eq!(part("2.0").unwrap(), 2);
+        assert!(part("4294967296").is_err());
+    }
 }

@@ -29,7 +29,7 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::request_body::RequestBody;
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{ArrayItems, Discriminator, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -504,6 +504,75 @@ fn contract(doc: &mut utoipa::openapi::OpenApi) {
         }
     }
     optional_bodies(doc);
+    list_items_by_reference(doc);
+    named_variants(doc, "UploadInstructionsDto", "method");
+}
+
+/// A list's items as a reference to their schema, not an inline copy:
+/// utoipa inlines a generic's argument (`ListEnvelope<UploadDto>`), and
+/// client generators then make a second, differently named class of the
+/// item type (`ListEnvelopeUploadDtoItemsItem` beside `UploadDto`).
+fn list_items_by_reference(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let names = components.schemas.keys().cloned().collect::<Vec<_>>();
+    for name in names {
+        let Some(item) = name.strip_prefix("ListEnvelope_") else {
+            continue;
+        };
+        if !components.schemas.contains_key(item) {
+            continue;
+        }
+        if let Some(RefOr::T(Schema::Object(envelope))) = components.schemas.get_mut(&name)
+            && let Some(RefOr::T(Schema::Array(items))) = envelope.properties.get_mut("items")
+        {
+            items.items =
+                ArrayItems::RefOrSchema(Box::new(RefOr::Ref(Ref::from_schema_name(item))));
+        }
+    }
+}
+
+/// An internally tagged enum's variants (`oneOf` of inline objects) as
+/// schemas of their own, named `{Tag}{Schema}` after their tag value
+/// (`PutUploadInstructionsDto`), with a discriminator on `tag`: generators
+/// fail on, or make unnamed classes of, inline variants.
+fn named_variants(doc: &mut utoipa::openapi::OpenApi, schema: &str, tag: &str) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(schema) else {
+        return;
+    };
+    let mut named = Vec::new();
+    let mut discriminator = Discriminator::new(tag);
+    for variant in &mut one_of.items {
+        let RefOr::T(Schema::Object(object)) = variant else {
+            continue;
+        };
+        let value = match object.properties.get(tag) {
+            Some(RefOr::T(Schema::Object(t))) => t
+                .enum_values
+                .as_ref()
+                .and_then(|v| v.first())
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            _ => None,
+        };
+        let Some(value) = value else { continue };
+        let mut word = value.to_lowercase();
+        if let Some(first) = word.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        let name = format!("{word}{schema}");
+        let reference = Ref::from_schema_name(&name);
+        discriminator
+            .mapping
+            .insert(value, reference.ref_location.clone());
+        named.push((name, std::mem::replace(variant, RefOr::Ref(reference))));
+    }
+    one_of.discriminator = Some(discriminator);
+    components.schemas.extend(named);
 }
 
 /// The schema without its `null` alternative: `type: [T, null]` becomes
@@ -804,6 +873,29 @@ mod tests {
         assert!(bodies >= 9, "only {bodies} JSON bodies");
         let complete = &doc["paths"]["/v1/uploads/{id}/complete"]["post"]["requestBody"];
         assert!(complete.get("required").is_none_or(|r| r == false));
+    }
+
+    #[test]
+    fn every_schema_a_generator_makes_a_class_of_is_named() {
+        let doc = document();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for (name, schema) in schemas {
+            for variant in schema["oneOf"].as_array().into_iter().flatten() {
+                let inline_object = variant.get("$ref").is_none() && variant["type"] == "object";
+                assert!(!inline_object, "{name}: an inline object variant {variant}");
+            }
+            if name.starts_with("ListEnvelope_") {
+                let items = &schema["properties"]["items"]["items"];
+                assert!(items.get("$ref").is_some(), "{name}: inline items {items}");
+            }
+        }
+        let instructions = &schemas["UploadInstructionsDto"];
+        assert_eq!(instructions["discriminator"]["propertyName"], "method");
+        assert_eq!(
+            instructions["discriminator"]["mapping"]["PUT"],
+            "#/components/schemas/PutUploadInstructionsDto"
+        );
+        assert!(schemas.contains_key("MultipartUploadInstructionsDto"));
     }
 
     #[test]

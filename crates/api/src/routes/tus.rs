@@ -27,7 +27,9 @@ use crate::extract::Auth;
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
 /// Adds `Tus-Resumable` to every answer but OPTIONS, and refuses another
-/// protocol version with 412 before anything else runs. A method tus does
+/// protocol version with 412 before anything else runs, but for a request
+/// with no credentials at all: every tus method but OPTIONS needs them, and
+/// who asks comes first (401), as on every other route. A method tus does
 /// not have is not a tus request: the router answers it 405.
 pub async fn resumable(req: Request, next: Next) -> Response {
     let method = req.method().clone();
@@ -35,7 +37,8 @@ pub async fn resumable(req: Request, next: Next) -> Response {
         method,
         Method::POST | Method::HEAD | Method::PATCH | Method::DELETE
     );
-    if tus {
+    let anonymous = !req.headers().contains_key(header::AUTHORIZATION);
+    if tus && !anonymous {
         let version = req
             .headers()
             .get("tus-resumable")

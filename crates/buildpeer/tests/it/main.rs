@@ -16,6 +16,7 @@ mod bad_input;
 mod binary;
 mod cache;
 mod concurrency;
+mod contract;
 mod hostile;
 mod isolation;
 mod jobs;

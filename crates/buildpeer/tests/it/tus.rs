@@ -92,6 +92,19 @@ async fn core_protocol(backend: Backend) {
         .await;
     r.assert_status(412);
     assert_eq!(r.header("tus-version"), Some("1.0.0"));
+    // Without credentials, who asks comes first.
+    let r = app
+        .send(
+            app.request(
+                Method::DELETE,
+                "/v1/tus/01a253f0-7185-770b-ba02-ec661d05913b",
+                None,
+            )
+            .header("Tus-Resumable", "0"),
+        )
+        .await;
+    r.assert_status(401);
+    assert_eq!(r.header("tus-resumable"), Some("1.0.0"));
     // project_id is required; types outside the allowlist are refused; size limits.
     let r = app
         .send(
