@@ -204,6 +204,9 @@ impl FromRequestParts<AppState> for Auth {
                 state.service.authenticate(token).await?
             }
         };
+        if let Some(slot) = parts.extensions.get::<crate::telemetry::TenantSlot>() {
+            slot.set(actor.tenant_id);
+        }
         let span = tracing::Span::current();
         span.record("tenant_id", tracing::field::display(actor.tenant_id));
         span.record("user_id", tracing::field::display(actor.user_id));

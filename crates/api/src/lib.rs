@@ -291,7 +291,7 @@ async fn per_route(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    telemetry::mark_route(req, async |req| {
+    telemetry::mark_route(&state, req, async |req| {
         ratelimit::enforce(&state, req, async |req| retry::transient(req, next).await).await
     })
     .await

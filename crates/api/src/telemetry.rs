@@ -4,15 +4,19 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics::{Histogram, SharedString};
+use buildpeer_core::ids::TenantId;
+use metrics::Histogram;
 use tracing::Instrument;
 use uuid::Uuid;
+
+use crate::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -25,19 +29,51 @@ fn sane(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// Where the `Auth` extractor leaves the caller's tenant for
+/// [`mark_route`], which counts the request in the tenant's metrics.
+#[derive(Clone, Default)]
+pub struct TenantSlot(Arc<OnceLock<TenantId>>);
+
+impl TenantSlot {
+    pub fn set(&self, tenant: TenantId) {
+        let _ = self.0.set(tenant);
+    }
+}
+
 /// Runs after routing (in the route layer), where the matched route is
 /// known: puts it on the span and hands it out to `track` through the
-/// response.
-pub async fn mark_route(req: Request, next: impl AsyncFnOnce(Request) -> Response) -> Response {
+/// response; counts an authenticated request in its tenant's
+/// `tenant_http_requests_total`.
+pub async fn mark_route(
+    state: &AppState,
+    mut req: Request,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
     let matched = req.extensions().get::<MatchedPath>().cloned();
     if let Some(path) = &matched {
         tracing::Span::current().record("route", path.as_str());
     }
+    let slot = TenantSlot::default();
+    req.extensions_mut().insert(slot.clone());
     let mut response = next(req).await;
+    if let Some(tenant) = slot.0.get() {
+        let class = status_class(response.status());
+        state.service.observe_request(*tenant, class).await;
+    }
     if let Some(path) = matched {
         response.extensions_mut().insert(path);
     }
     response
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// Runs around everything (as the outermost layer), so even unrouted
@@ -87,13 +123,7 @@ pub async fn track(mut req: Request, next: Next) -> Response {
             tracing::info!("request completed");
         }
     });
-    let status_class = match status.as_u16() / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
-    };
+    let status_class = status_class(status);
     let route = response
         .extensions()
         .get::<MatchedPath>()
@@ -121,7 +151,7 @@ fn duration_histogram(
     status_class: &'static str,
 ) -> Histogram {
     let route = route.unwrap_or("unmatched");
-    let register = |method: SharedString| {
+    let register = |method: &'static str| {
         metrics::histogram!(
             "http_request_duration_seconds",
             "method" => method,
@@ -129,9 +159,9 @@ fn duration_histogram(
             "status_class" => status_class,
         )
     };
-    let Some(method) = known_method(method) else {
-        return register(SharedString::from_owned(method.to_string()));
-    };
+    // Any token is a method to HTTP: an unusual one counts as `other`, so
+    // clients cannot mint series.
+    let method = known_method(method).unwrap_or("other");
     HISTOGRAMS.with_borrow_mut(|routes| {
         let known = routes.get(route).and_then(|k| {
             k.iter()
@@ -140,7 +170,7 @@ fn duration_histogram(
         if let Some((_, _, h)) = known {
             return h.clone();
         }
-        let h = register(SharedString::const_str(method));
+        let h = register(method);
         routes
             .entry(route.into())
             .or_default()

@@ -90,6 +90,10 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // First: metrics registered from here on reach the recorder.
         let metrics = telemetry::metrics_handle()?;
+        telemetry::announce("api");
+        if config.run_worker {
+            telemetry::announce("worker");
+        }
         let store = connect_store(&config.database, &config.data_dir).await?;
         let secret = jwt_secret(&config)?;
         let keys = TokenKeys::new(&secret).context("JWT secret")?;
@@ -119,7 +123,8 @@ impl App {
             tokens: keys,
             uploads: config.uploads.clone(),
         })
-        .with_jobs(config.processing.jobs.clone());
+        .with_jobs(config.processing.jobs.clone())
+        .with_metrics_tenants(config.metrics_tenants);
         let service = crate::cache::attach(service, &config.cache).await?;
         if config.cache.redis_url.is_none() && store.backend() == "postgres" {
             // The in-process cache hears of no other process's change: a

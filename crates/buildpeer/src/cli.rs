@@ -42,13 +42,15 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Tenant(TenantCommand::Limits(args)) => tenant_limits(args).await,
         Command::Media(_) => Ok(()), // handled above
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "command failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry::flush_logs();
+    code
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -71,6 +73,7 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    crate::telemetry::announce("worker");
     let service = operator_service(&args.common, &processing).await?;
     // Its invalidations (status changes) must reach the API's cache.
     let service = crate::cache::attach(service, &args.cache.settings()).await?;
@@ -111,7 +114,8 @@ async fn operator_service(
         tokens: TokenKeys::new(&key).context("token keys")?,
         uploads: UploadSettings::default(),
     })
-    .with_jobs(processing.jobs.clone()))
+    .with_jobs(processing.jobs.clone())
+    .with_metrics_tenants(common.metrics_tenants))
 }
 
 async fn create_tenant(args: crate::config::TenantCreateArgs) -> anyhow::Result<()> {

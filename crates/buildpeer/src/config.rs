@@ -22,7 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
         Every flag can also be set through the BUILDPEER_* environment variable shown next to it.\n\
         With no configuration, `buildpeer serve` runs on SQLite and files under ./data.",
     after_help = "Environment: BUILDPEER_LISTEN, BUILDPEER_DATA_DIR, BUILDPEER_DATABASE_URL, \
-        BUILDPEER_DB_MAX_CONNECTIONS, BUILDPEER_JWT_SECRET, BUILDPEER_LOG_FORMAT, BUILDPEER_LOG, \
+        BUILDPEER_DB_MAX_CONNECTIONS, BUILDPEER_JWT_SECRET, BUILDPEER_LOG_FORMAT, BUILDPEER_LOG, BUILDPEER_METRICS_TENANTS, \
         BUILDPEER_NO_BOOTSTRAP, BUILDPEER_SHUTDOWN_TIMEOUT, BUILDPEER_ADMIN_PASSWORD, \
         BUILDPEER_STORAGE_URL, BUILDPEER_PUBLIC_URL, BUILDPEER_MAX_UPLOAD_SIZE, BUILDPEER_TENANT_QUOTA, \
         BUILDPEER_MULTIPART_THRESHOLD, BUILDPEER_UPLOAD_URL_TTL, BUILDPEER_TRASH_RETENTION_DAYS, \
@@ -115,6 +115,13 @@ pub struct CommonArgs {
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,buildpeer_api=debug`).
     #[arg(long, env = "BUILDPEER_LOG", default_value = "info,sqlx=warn")]
     pub log: String,
+
+    /// Tenants this process labels in per-tenant metrics (`tenant_*`), the
+    /// first it sees; the others count under `tenant="_other"`. Each costs
+    /// a few series in Prometheus.
+    #[arg(long, env = "BUILDPEER_METRICS_TENANTS",
+        default_value_t = buildpeer_core::service::DEFAULT_MAX_TENANTS)]
+    pub metrics_tenants: usize,
 
     #[command(flatten)]
     pub breaker: BreakerArgs,
@@ -472,6 +479,7 @@ pub struct Config {
     pub cache: crate::cache::CacheConfig,
     /// The circuit breaker in front of storage.
     pub breaker: BreakerConfig,
+    pub metrics_tenants: usize,
 }
 
 impl Config {
@@ -493,6 +501,7 @@ impl Config {
             run_worker: !args.no_worker,
             cache: args.cache.settings(),
             breaker: args.common.breaker.settings()?,
+            metrics_tenants: args.common.metrics_tenants,
         })
     }
 
@@ -520,6 +529,7 @@ impl Config {
             run_worker: true,
             cache: crate::cache::CacheConfig::default(),
             breaker: BreakerConfig::default(),
+            metrics_tenants: buildpeer_core::service::DEFAULT_MAX_TENANTS,
         }
     }
 }

@@ -132,6 +132,7 @@ pub trait AccountStore: Send + Sync {
     /// `Conflict::TenantSlug` when the slug is taken.
     async fn tenant_create(&self, tenant: &NewTenant, admin: &NewUser) -> StoreResult<()>;
     async fn tenant_by_slug(&self, slug: &Slug) -> StoreResult<Option<Tenant>>;
+    async fn tenant_by_id(&self, id: TenantId) -> StoreResult<Option<Tenant>>;
 
     // Users.
     /// `Conflict::UserEmail` when the e-mail exists in the tenant. With the

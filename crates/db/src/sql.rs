@@ -95,6 +95,8 @@ pub(crate) const TENANT_INSERT: &str =
     "INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)";
 pub(crate) const TENANT_BY_SLUG: &str =
     "SELECT id, slug, name, created_at FROM tenants WHERE slug = $1";
+pub(crate) const TENANT_BY_ID: &str =
+    "SELECT id, slug, name, created_at FROM tenants WHERE id = $1";
 
 pub(crate) const USER_INSERT: &str = concat!(
     "INSERT INTO users (id, tenant_id, email, name, role, password_hash, disabled, created_at, updated_at) ",

@@ -623,6 +623,9 @@ async fn tenant_create_count_and_lookup(cx: Ctx) {
     assert_eq!(found.created_at, tenant.created_at);
     let missing = Slug::parse("nadie").unwrap();
     assert!(store.tenant_by_slug(&missing).await.unwrap().is_none());
+    let by_id = store.tenant_by_id(tenant.id).await.unwrap().unwrap();
+    assert_eq!(by_id.slug, "acme");
+    assert!(store.tenant_by_id(TenantId::new()).await.unwrap().is_none());
 
     let stored = store.user_get(tenant.id, admin.id).await.unwrap().unwrap();
     assert_eq!(stored.tenant_id, tenant.id);

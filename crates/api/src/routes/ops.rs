@@ -91,13 +91,21 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Prometheus text format. The pool and queue gauges are read at scrape
-/// time, so they are never stale.
+/// Prometheus text format. The pool, queue and process gauges are read at
+/// scrape time, so they are never stale.
 #[utoipa::path(get, path = "/metrics", tag = "ops", operation_id = "getMetrics", security(),
     responses((status = 200, description = "The metrics, in the Prometheus text exposition format 0.0.4",
         content_type = "text/plain", body = String,
         example = "# TYPE uploads_initiated_total counter\nuploads_initiated_total 3\n")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    static PROCESS: std::sync::LazyLock<metrics_process::Collector> =
+        std::sync::LazyLock::new(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        });
+    // `process_cpu_seconds_total`, `process_resident_memory_bytes`, … as of now.
+    PROCESS.collect();
     state.service.refresh_gauges().await;
     (
         [(

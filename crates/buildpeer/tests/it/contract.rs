@@ -213,8 +213,11 @@ fn generator_complaints(output: &str) -> Vec<&str> {
         .map(str::trim)
         .filter(|l| {
             let l = l.to_lowercase();
-            l.contains("warning") || l.contains("unable") || l.contains("error")
-                || l.contains("not in path") || l.contains("unsupported")
+            l.contains("warning")
+                || l.contains("unable")
+                || l.contains("error")
+                || l.contains("not in path")
+                || l.contains("unsupported")
         })
         .filter(|l| !TOLERATED.contains(l))
         .filter(|l| *l != "Unsupported content type application/offset+octet-stream")
@@ -247,7 +250,11 @@ fn report_file(dir: &Path) -> PathBuf {
 /// say that it ran to the end with every phase passed.
 fn cases_run(report: &Path) -> u64 {
     let json: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
-    assert_eq!(json["complete"], true, "the run stopped early: {}", json["stop_reason"]);
+    assert_eq!(
+        json["complete"], true,
+        "the run stopped early: {}",
+        json["stop_reason"]
+    );
     for phase in ["examples", "coverage", "fuzzing", "stateful"] {
         assert_eq!(
             json["phases"][phase]["status"], "success",

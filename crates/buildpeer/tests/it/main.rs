@@ -21,6 +21,8 @@ mod hostile;
 mod isolation;
 mod jobs;
 mod layering;
+mod logs;
+mod monitoring;
 mod ops;
 mod pagination;
 mod poison_job;

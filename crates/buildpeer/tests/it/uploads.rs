@@ -1915,6 +1915,26 @@ async fn upload_metrics(backend: Backend) {
             .any(|l| l.starts_with("uploads_failed_total") && l.contains("reason=\"too_large\"")),
         "no too_large failure:\n{text}"
     );
+    // Histograms with buckets (summaries cannot be summed across replicas).
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("upload_latency_seconds_bucket{")),
+        "upload latency has no buckets:\n{text}"
+    );
+    // The tenant's own series, labelled with its slug.
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}… in /metrics:\n{text}"))
+    };
+    line("tenant_uploads_total{tenant=\"acme\",outcome=\"initiated\"}");
+    line("tenant_upload_failures_total{tenant=\"acme\",reason=\"too_large\"}");
+    line("tenant_http_requests_total{tenant=\"acme\",status_class=\"2xx\"}");
+    line("tenant_http_requests_total{tenant=\"acme\",status_class=\"4xx\"}");
+    line("tenant_stored_bytes{tenant=\"acme\"}");
+    // The process's own.
+    assert!(value("process_resident_memory_bytes") > 0.0);
+    assert!(value("process_cpu_seconds_total") > 0.0);
 }
 
 async fn local_blob_endpoint(backend: Backend) {

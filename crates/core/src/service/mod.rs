@@ -6,6 +6,7 @@ mod auth;
 mod cached;
 mod jobs;
 mod limits;
+mod observe;
 mod ops;
 mod processing;
 mod projects;
@@ -31,6 +32,7 @@ use crate::upload::Upload;
 pub use auth::{LoginInput, TokenPair};
 pub use jobs::{JobDetail, JobSettings, JobSpec, ProcessUpload, SpecError};
 pub use limits::{RateLimits, RateStatus, UploadSlot, UploadsBusy};
+pub use observe::{DEFAULT_MAX_TENANTS, OTHER_TENANTS};
 pub use ops::Readiness;
 pub use projects::{CreateProjectInput, ProjectListQuery, UpdateProjectInput};
 pub use tenants::{Bootstrap, CreateTenantInput};
@@ -86,10 +88,13 @@ pub struct Service {
     jobs: Arc<JobSettings>,
     /// See `rendered_uploads`.
     rendered_uploads: Arc<Renderings<UploadId, Upload>>,
+    /// The tenants labelled in per-tenant metrics (see `observe.rs`).
+    tenant_labels: Arc<observe::TenantLabels>,
 }
 
 impl Service {
     pub fn new(deps: Deps) -> Self {
+        observe::register_series();
         Self {
             store: deps.store,
             blobs: deps.blobs,
@@ -102,7 +107,14 @@ impl Service {
             limits: Arc::new(limits::Limiting::off()),
             jobs: Arc::new(JobSettings::default()),
             rendered_uploads: Arc::new(Renderings::new(RENDERED_UPLOADS, RENDERED_UPLOAD_TTL)),
+            tenant_labels: Arc::new(observe::TenantLabels::new(observe::DEFAULT_MAX_TENANTS)),
         }
+    }
+
+    /// At most `max` tenants get a label of their own in per-tenant metrics.
+    pub fn with_metrics_tenants(mut self, max: usize) -> Self {
+        self.tenant_labels = Arc::new(observe::TenantLabels::new(max));
+        self
     }
 
     fn require(&self, actor: &Actor, action: TenantAction) -> Result<(), CoreError> {

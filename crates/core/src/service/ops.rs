@@ -60,6 +60,7 @@ impl Service {
         metrics::gauge!("db_pool_connections", "backend" => backend, "state" => "in_use")
             .set(f64::from(stats.size.saturating_sub(stats.idle)));
         metrics::gauge!("db_pool_max_connections", "backend" => backend).set(f64::from(stats.max));
+        self.refresh_stored_bytes().await;
         let budget = self.media.budget();
         metrics::gauge!("worker_memory_budget_bytes").set(budget.total() as f64);
         metrics::gauge!("worker_memory_reserved_bytes").set(budget.reserved() as f64);

@@ -120,8 +120,10 @@ impl Service {
         let outcome = self.process_upload(job, id).await;
         let elapsed = started.elapsed().as_secs_f64();
         let result = match outcome {
-            Ok(()) => {
-                metrics::counter!("uploads_processed_total", "outcome" => "completed").increment(1);
+            Ok(finished) => {
+                if let Some(upload) = finished {
+                    self.observe_processed(&upload).await;
+                }
                 return Outcome::Done;
             }
             Err(RunError::Deferred(delay)) => return Outcome::Defer { delay },
@@ -148,18 +150,29 @@ impl Service {
     /// Marks the upload failed; logged, not returned, if that fails too (the
     /// job's own failure is recorded either way).
     async fn fail_upload(&self, job: &Job, id: UploadId, failure: &UploadFailure) {
-        metrics::counter!("uploads_failed_total", "reason" => failure.code.clone()).increment(1);
         let failed = self
             .store
             .upload_fail_processing(job.tenant_id, id, failure, self.clock.now())
             .await;
         self.invalidate_upload(job.tenant_id, id).await;
-        if let Err(e) = failed {
-            tracing::error!(upload_id = %id, error = %error_chain(&e), "could not mark the upload failed");
+        match failed {
+            Ok(Some(upload)) => {
+                self.observe_failed(job.tenant_id, &failure.code, Some(&upload))
+                    .await
+            }
+            // Failed or finished before: counted then.
+            Ok(None) => {}
+            Err(e) => {
+                self.observe_failed(job.tenant_id, &failure.code, None)
+                    .await;
+                tracing::error!(upload_id = %id, error = %error_chain(&e), "could not mark the upload failed");
+            }
         }
     }
 
-    async fn process_upload(&self, job: &Job, id: UploadId) -> Result<(), RunError> {
+    /// Processes the upload; the upload as marked `COMPLETED`, or `None` when
+    /// there was nothing to do.
+    async fn process_upload(&self, job: &Job, id: UploadId) -> Result<Option<Upload>, RunError> {
         let tenant = job.tenant_id;
         let started = self
             .store
@@ -168,7 +181,7 @@ impl Service {
         self.invalidate_upload(tenant, id).await;
         let Some(upload) = started? else {
             // Completed by an earlier run, expired, or purged: nothing to do.
-            return Ok(());
+            return Ok(None);
         };
         let original = ObjectKey::parse(&upload.object_key).map_err(|e| RunError::Transient {
             code: "internal",
@@ -227,8 +240,7 @@ impl Service {
             .upload_finish_processing(tenant, id, &processed, self.clock.now())
             .await;
         self.invalidate_upload(tenant, id).await;
-        finished?;
-        Ok(())
+        Ok(finished?)
     }
 
     /// The original in memory with the budget its processing needs: the

@@ -219,7 +219,8 @@ impl Service {
         let limits = self.store.tenant_limits(actor.tenant_id).await?;
         let max = self.max_upload_bytes(limits);
         if size > max {
-            metrics::counter!("uploads_failed_total", "reason" => "too_large").increment(1);
+            self.observe_failed(actor.tenant_id, "too_large", None)
+                .await;
             return Err(CoreError::TooLarge { max });
         }
         Ok(limits)
@@ -243,8 +244,8 @@ impl Service {
         if let Some(quota) = limits.quota_bytes.or(self.uploads.quota_bytes) {
             let used = self.store.upload_usage(actor.tenant_id).await?;
             if used.saturating_add(size) > quota {
-                metrics::counter!("uploads_failed_total", "reason" => "quota_exceeded")
-                    .increment(1);
+                self.observe_failed(actor.tenant_id, "quota_exceeded", None)
+                    .await;
                 return Err(CoreError::conflict(
                     "quota_exceeded",
                     format!("the tenant's storage quota of {quota} bytes would be exceeded"),
@@ -341,13 +342,7 @@ impl Service {
         }
         let (upload, created) = super::replayed(outcome?)?;
         if created {
-            metrics::counter!("uploads_initiated_total").increment(1);
-            tracing::info!(
-                upload_id = %upload.id,
-                project_id = %project_id,
-                size = upload.size,
-                "upload initiated"
-            );
+            self.observe_initiated(&upload).await;
         }
         let instructions = if upload.status == UploadStatus::Pending {
             Some(self.instructions(&upload, now)?)
@@ -551,11 +546,7 @@ impl Service {
         self.invalidate_upload(upload.tenant_id, upload.id).await;
         let done = done?.ok_or(CoreError::NotFound)?;
         if upload.status == UploadStatus::Pending && done.status == UploadStatus::Uploaded {
-            metrics::counter!("uploads_completed_total").increment(1);
-            metrics::counter!("upload_bytes_ingested_total").increment(done.size);
-            let latency = (now - upload.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::histogram!("upload_latency_seconds").record(latency);
-            tracing::info!(upload_id = %done.id, size = done.size, "upload completed");
+            Self::observe_uploaded(&done, now);
         }
         Ok(done)
     }
@@ -724,7 +715,8 @@ impl Service {
             self.blobs.delete(&key).await.map_err(storage)?;
             // A tus upload's partial bytes (nothing to do for other uploads).
             self.tus_discard(&upload).await?;
-            metrics::counter!("uploads_failed_total", "reason" => "expired").increment(1);
+            self.observe_failed(upload.tenant_id, "expired", Some(&upload))
+                .await;
             report.expired += 1;
         }
         let cutoff = now - self.uploads.trash_retention;

@@ -163,6 +163,14 @@ impl AccountStore for Store {
         Ok(row.map(Tenant::from))
     }
 
+    async fn tenant_by_id(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
+        let row: Option<TenantRow> = q(sql::TENANT_BY_ID)
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Tenant::from))
+    }
+
     async fn user_create(
         &self,
         tenant: TenantId,

@@ -126,7 +126,7 @@ impl Service {
                 return self.tus_replayed(actor, replayed).await;
             }
         };
-        metrics::counter!("uploads_initiated_total").increment(1);
+        self.observe_initiated(&upload).await;
         tracing::info!(upload_id = %new.id, project_id = %meta.project_id, length, parts = partials.len(), "tus final upload created");
         let state = initial_state(&tus);
         let upload = self.tus_finish(&upload, &state, None).await?;

@@ -484,7 +484,6 @@ impl Service {
         let limits = self.check_size(actor, &project, size).await?;
         self.check_quota(actor, limits, size).await?;
         let (new, mut tus) = meta.rows(actor, length, 0, raw, self.clock.now());
-        let id = new.id;
         tus.concat = input.concat;
         // A store that cannot append takes the bytes as a multipart upload
         // whose part size is fixed now, for the largest length possible.
@@ -522,8 +521,7 @@ impl Service {
                 return self.tus_replayed(actor, replayed).await;
             }
         };
-        metrics::counter!("uploads_initiated_total").increment(1);
-        tracing::info!(upload_id = %id, project_id = %meta.project_id, ?length, "tus upload created");
+        self.observe_initiated(&upload).await;
         Ok((TusInfo::new(&upload, &initial_state(&tus)), true))
     }
 
