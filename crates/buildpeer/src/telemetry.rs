@@ -122,37 +122,20 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     ];
     // Without buckets a histogram is exported as a summary, whose quantiles
     // cannot be aggregated across replicas: every histogram gets some.
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("http_request_duration_seconds".to_owned()),
-            &buckets,
-        )
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("upload_latency_seconds".to_owned()),
-                &upload_buckets,
-            )
-        })
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("tenant_upload_seconds".to_owned()),
-                &upload_buckets,
-            )
-        })
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("upload_processing_seconds".to_owned()),
-                &work_buckets,
-            )
-        })
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("worker_duration_seconds".to_owned()),
-                &work_buckets,
-            )
-        })
-        .context("histogram buckets")?
-        .build_recorder();
+    let histograms: [(&str, &[f64]); 5] = [
+        ("http_request_duration_seconds", &buckets),
+        ("upload_latency_seconds", &upload_buckets),
+        ("tenant_upload_seconds", &upload_buckets),
+        ("upload_processing_seconds", &work_buckets),
+        ("worker_duration_seconds", &work_buckets),
+    ];
+    let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in histograms {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+            .with_context(|| format!("histogram buckets of {name}"))?;
+    }
+    let recorder = builder.build_recorder();
     let handle = recorder.handle();
     // Losing the race to another caller is fine: keep whichever got in.
     if metrics::set_global_recorder(recorder).is_ok() {

@@ -337,29 +337,13 @@ async fn generated_client_runs_the_walkthrough() {
 
     // What the walkthrough did, as the server has it.
     let admin = DemoAdmin::login(&live.server, &live.base).await;
-    let projects = admin
-        .client
-        .get(format!("{}/v1/projects", live.base))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let projects = admin.get(&live.base, "/v1/projects").await;
     let items = projects["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{projects}");
     let project = items[0]["id"].as_str().unwrap();
     let uploads = admin
-        .client
-        .get(format!("{}/v1/projects/{project}/uploads", live.base))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+        .get(&live.base, &format!("/v1/projects/{project}/uploads"))
+        .await;
     let photo = std::fs::read(PHOTO).unwrap();
     assert_eq!(uploads["items"][0]["status"], "COMPLETED", "{uploads}");
     assert_eq!(uploads["items"][0]["size"], photo.len(), "{uploads}");

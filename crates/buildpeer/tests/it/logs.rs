@@ -6,11 +6,9 @@
 
 use crate::common;
 
-use std::time::Duration;
-
 use buildpeer_testkit::required_tool;
 use common::process::{DemoAdmin, Server, serve_env};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const DOC: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -47,59 +45,6 @@ fn queries() -> Vec<String> {
     out
 }
 
-/// Uploads `bytes` as `filename` (declared a JPEG) and waits for its end.
-async fn upload(
-    admin: &DemoAdmin,
-    base: &str,
-    project: &str,
-    filename: &str,
-    bytes: Vec<u8>,
-) -> Value {
-    let client = &admin.client;
-    let initiated: Value = client
-        .post(format!("{base}/v1/projects/{project}/uploads"))
-        .bearer_auth(&admin.token)
-        .json(&json!({"filename": filename, "content_type": "image/jpeg", "size": bytes.len()}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = initiated["id"].as_str().unwrap().to_owned();
-    let mut put = client
-        .put(initiated["upload"]["url"].as_str().unwrap())
-        .body(bytes);
-    for (k, v) in initiated["upload"]["headers"].as_object().unwrap() {
-        put = put.header(k, v.as_str().unwrap());
-    }
-    assert!(put.send().await.unwrap().status().is_success());
-    let done = client
-        .post(format!("{base}/v1/uploads/{id}/complete"))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
-    assert!(done.status().is_success());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let upload: Value = client
-            .get(format!("{base}/v1/uploads/{id}"))
-            .bearer_auth(&admin.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if upload["status"] == "COMPLETED" || upload["status"] == "FAILED" {
-            return upload;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{upload}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_log_queries_answer() {
     let queries = queries();
@@ -115,34 +60,14 @@ async fn the_seeds_log_queries_answer() {
     let base = format!("http://{addr}");
     let admin = DemoAdmin::login(&server, &base).await;
     let project = admin.create_project(&base, "Torre Norte").await;
-    let good = upload(
-        &admin,
-        &base,
-        &project,
-        "foto-obra.jpg",
-        std::fs::read(PHOTO).unwrap(),
-    )
-    .await;
+    let photo = std::fs::read(PHOTO).unwrap();
+    let good = admin.upload(&base, &project, "foto-obra.jpg", photo).await;
     assert_eq!(good["status"], "COMPLETED", "{good}");
-    let bad = upload(
-        &admin,
-        &base,
-        &project,
-        "notas.jpg",
-        b"not a photo at all".to_vec(),
-    )
-    .await;
+    let bad = admin
+        .upload(&base, &project, "notas.jpg", b"not a photo at all".to_vec())
+        .await;
     assert_eq!(bad["status"], "FAILED", "{bad}");
-    let me: Value = admin
-        .client
-        .get(format!("{base}/v1/me"))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = admin.get(&base, "/v1/me").await;
     let tenant = me["tenant_id"].as_str().unwrap().to_owned();
 
     // The request lines carry who asked (the log is written by a thread of

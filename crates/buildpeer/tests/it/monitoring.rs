@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use buildpeer_testkit::required_tool;
 use common::process::{DemoAdmin, Server, serve_env};
-use serde_json::{Value, json};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
 const PHOTO: &str = concat!(
@@ -205,53 +204,10 @@ async fn traffic(server: &Server, base: &str) {
         .create_project(base, &format!("Obra {}", uuid::Uuid::now_v7()))
         .await;
     let photo = std::fs::read(PHOTO).unwrap();
-    let client = &admin.client;
-    let initiated: Value = client
-        .post(format!("{base}/v1/projects/{project}/uploads"))
-        .bearer_auth(&admin.token)
-        .json(&json!({"filename": "foto.jpg", "content_type": "image/jpeg", "size": photo.len()}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = initiated["id"].as_str().expect("an upload id").to_owned();
-    let mut put = client
-        .put(initiated["upload"]["url"].as_str().unwrap())
-        .body(photo);
-    for (k, v) in initiated["upload"]["headers"].as_object().unwrap() {
-        put = put.header(k, v.as_str().unwrap());
-    }
-    assert!(put.send().await.unwrap().status().is_success());
-    let done = client
-        .post(format!("{base}/v1/uploads/{id}/complete"))
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
-    assert!(done.status().is_success(), "{}", done.status());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let upload: Value = client
-            .get(format!("{base}/v1/uploads/{id}"))
-            .bearer_auth(&admin.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if upload["status"] == "COMPLETED" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not processed: {upload}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let missing = client
+    let upload = admin.upload(base, &project, "foto.jpg", photo).await;
+    assert_eq!(upload["status"], "COMPLETED", "{upload}");
+    let missing = admin
+        .client
         .get(format!("{base}/v1/uploads/{}", uuid::Uuid::now_v7()))
         .bearer_auth(&admin.token)
         .send()

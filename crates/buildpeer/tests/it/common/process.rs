@@ -261,6 +261,68 @@ impl DemoAdmin {
             .expect("the project");
         project["id"].as_str().expect("a project id").to_owned()
     }
+
+    /// A successful GET's JSON answer.
+    pub async fn get(&self, base: &str, path: &str) -> Value {
+        let resp = self
+            .client
+            .get(format!("{base}{path}"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET");
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.expect("a JSON answer")
+    }
+
+    /// Uploads `bytes` as `filename` (declared a JPEG) through a signed
+    /// PUT, completes it, and waits for processing to end; the upload as it
+    /// ended (`COMPLETED` or `FAILED`).
+    pub async fn upload(&self, base: &str, project: &str, filename: &str, bytes: Vec<u8>) -> Value {
+        let initiated: Value = self
+            .client
+            .post(format!("{base}/v1/projects/{project}/uploads"))
+            .bearer_auth(&self.token)
+            .json(
+                &serde_json::json!({"filename": filename, "content_type": "image/jpeg",
+                                      "size": bytes.len()}),
+            )
+            .send()
+            .await
+            .expect("initiating")
+            .json()
+            .await
+            .expect("the upload");
+        let id = initiated["id"].as_str().expect("an upload id").to_owned();
+        let mut put = self
+            .client
+            .put(initiated["upload"]["url"].as_str().expect("a signed URL"))
+            .body(bytes);
+        for (k, v) in initiated["upload"]["headers"].as_object().expect("headers") {
+            put = put.header(k, v.as_str().expect("a header value"));
+        }
+        assert!(put.send().await.expect("PUT").status().is_success());
+        let done = self
+            .client
+            .post(format!("{base}/v1/uploads/{id}/complete"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("completing");
+        assert!(done.status().is_success(), "complete: {}", done.status());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let upload = self.get(base, &format!("/v1/uploads/{id}")).await;
+            if upload["status"] == "COMPLETED" || upload["status"] == "FAILED" {
+                return upload;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not processed: {upload}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// `serve_env` for a `buildpeer worker` on the same data dir: quick retries,
