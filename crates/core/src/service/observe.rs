@@ -7,8 +7,7 @@
 //! Per-tenant series carry a `tenant` label (the tenant's slug). Labels are a
 //! Prometheus cost per distinct value, so a process labels at most
 //! `max_tenants` tenants (`BUILDPEER_METRICS_TENANTS`), the first it sees;
-//! events of any other tenant count under `tenant="_other"`, and the
-//! statistics API answers for every tenant.
+//! events of any other tenant count under `tenant="_other"`.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
